@@ -1,0 +1,228 @@
+"""Execute a plan: build each stage run once (or take it from the store), then measure
+every candidate, and write the run directory.
+
+Stages run through an `Executor`. `LocalExecutor` runs them in this process; a cluster
+engine would implement the same `build` method and leave stages untouched.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from compress.artifacts import Artifact, Kind
+from compress.data import fingerprint
+from compress.errors import CompressError, MeasureError
+from compress.plan import Node, Plan, build_plan, content_key, describe
+from compress.provenance import git_revision, package_versions
+from compress.quiet import verbose
+from compress.recipe import load_recipe, suite_overrides
+from compress.stages.base import StageContext, get_stage
+from compress.store import Store
+from compress.suite import load_suite
+
+
+class Executor(ABC):
+    """Builds one node's artifact into a directory the store provides."""
+
+    @abstractmethod
+    def build(self, node: Node, source: Artifact, ctx: StageContext, out_dir: Path) -> dict:
+        """Write the node's output into out_dir; return its checks."""
+
+
+class LocalExecutor(Executor):
+    def build(self, node, source, ctx, out_dir):
+        return get_stage(node.stage).run(ctx, source, node.config, out_dir)
+
+
+@dataclass
+class Stats:
+    stage_executions: int = 0
+    stage_cache_hits: int = 0
+    measurements: int = 0
+    measurement_cache_hits: int = 0
+    failures: int = 0
+
+
+@dataclass
+class Outcome:
+    artifacts: dict[str, Artifact] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)  # node key -> reason
+    stats: Stats = field(default_factory=Stats)
+    rebuilt: set[str] = field(default_factory=set)
+
+
+class Reporter:
+    """Progress and messages; the CLI passes a rich-backed one, the API a silent one."""
+
+    def step(self, message: str) -> None: ...
+
+    def progress(self, description: str, total: int):
+        return lambda n=1: None
+
+
+def model_artifact(plan: Plan) -> Artifact:
+    return Artifact(key=plan.model_node.key, path=Path(plan.model_path), kind=Kind.PYTORCH,
+                    meta={"key": plan.model_node.key, "stage": None, "source": plan.model_path})
+
+
+def build_all(plan: Plan, store: Store, executor: Executor | None = None, force: bool = False,
+              reporter: Reporter | None = None) -> Outcome:
+    """Build every node in order; a failed node fails its descendants, not its siblings."""
+    executor = executor or LocalExecutor()
+    reporter = reporter or Reporter()
+    out = Outcome()
+    out.artifacts[plan.model_node.key] = model_artifact(plan)
+    recipe = plan.recipe
+    for node in plan.nodes:
+        parent = node.parent.key
+        if parent in out.errors:
+            out.errors[node.key] = f"input {node.parent.step!r} failed"
+            continue
+        cached = store.get(node.key)
+        if cached is not None and not force:
+            out.artifacts[node.key] = cached
+            out.stats.stage_cache_hits += 1
+            continue
+        stage = get_stage(node.stage)
+        roles = stage.data_roles(node.config)
+        ctx = StageContext(
+            task=recipe.task, seed=recipe.seed,
+            data={r: plan.data[r] for r in roles if r in plan.data},
+            columns={r: (recipe.data[r].text_column, recipe.data[r].label_column)
+                     for r in roles if r in plan.data},
+            trust_remote_code=recipe.model.trust_remote_code,
+            progress=reporter.progress, log=reporter.step)
+        reporter.step(f"building {node.step} ({node.stage}) {node.key[:8]}")
+        try:
+            with store.building(node.key) as tmp:
+                cached = store.get(node.key)  # a concurrent run may have built it meanwhile
+                if cached is not None and not force:
+                    out.artifacts[node.key] = cached
+                    out.stats.stage_cache_hits += 1
+                    continue
+                t0 = time.perf_counter()
+                checks = executor.build(node, out.artifacts[parent], ctx, tmp)
+                meta = {
+                    "key": node.key, "kind": node.kind.value, "stage": node.stage,
+                    "step": node.step, "config": node.config_dict(), "parent": parent,
+                    "data": node.data_fingerprints, "task": recipe.task,
+                    "seed": recipe.seed if stage.uses_seed else None,
+                    "stage_version": stage.version, "versions": package_versions(),
+                    "wall_time_s": round(time.perf_counter() - t0, 3), "checks": checks,
+                    "created": datetime.now(UTC).isoformat(timespec="seconds"),
+                }
+                out.artifacts[node.key] = store.commit(tmp, meta)
+                out.stats.stage_executions += 1
+                out.rebuilt.add(node.key)
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # noqa: BLE001 - one failed stage must not stop the others
+            reason = f"stage {node.stage} failed: {type(exc).__name__}: {exc}"
+            out.errors[node.key] = reason
+            reporter.step(f"[red]{node.step}: {reason}[/red]")
+            if not isinstance(exc, CompressError) and verbose():
+                reporter.step(traceback.format_exc())
+    return out
+
+
+def measurement_key(plan: Plan, artifact_key: str) -> str:
+    from compress.measure.runner import MEASURE_VERSION, machine_fingerprint
+
+    return content_key({"artifact": artifact_key, "settings": plan.suite.settings(),
+                        "eval": fingerprint(plan.eval_data), "machine": machine_fingerprint(),
+                        "version": MEASURE_VERSION})
+
+
+def measure_all(plan: Plan, store: Store, built: Outcome, remeasure: bool = False,
+                reporter: Reporter | None = None) -> dict[str, dict]:
+    """Measure each candidate in its own process; cached by artifact, settings and machine."""
+    from compress.measure.runner import measure
+
+    reporter = reporter or Reporter()
+    suite = plan.suite
+    texts = plan.eval_data[suite.dataset.text_column].astype(str).tolist()
+    labels = (plan.eval_data[suite.dataset.label_column].astype(str).tolist()
+              if suite.dataset.label_column else None)
+    results = {}
+    advance = reporter.progress("measuring", len(plan.candidates))
+    for cand in plan.candidates:
+        key = cand.node.key
+        if key in built.errors:
+            results[key] = {"status": "failed", "error": built.errors[key]}
+            advance(1)
+            continue
+        mkey = measurement_key(plan, key)
+        cached = store.get_measurement(mkey)
+        if cached is not None and not remeasure and key not in built.rebuilt:
+            results[key] = {**cached, "measurement_key": mkey, "cached": True}
+            built.stats.measurement_cache_hits += 1
+            advance(1)
+            continue
+        reporter.step(f"measuring {cand.name}")
+        try:
+            res = measure(built.artifacts[key], suite.task, texts, labels,
+                          suite.settings())
+            res["measured_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+            store.put_measurement(mkey, res)
+            results[key] = {**res, "measurement_key": mkey, "cached": False}
+            built.stats.measurements += 1
+        except MeasureError as exc:
+            results[key] = {"status": "failed", "error": f"measurement failed: {exc}"}
+            reporter.step(f"[red]{cand.name}: measurement failed: {exc}[/red]")
+        advance(1)
+    return results
+
+
+def prepare(recipe_path: str | Path, overrides: list[str] | None = None) -> Plan:
+    """Load and validate a recipe and its suite into a plan (no work is done)."""
+    recipe = load_recipe(recipe_path, overrides)
+    suite, suite_src = load_suite(recipe.suite_path(), suite_overrides(overrides))
+    return build_plan(recipe, suite, suite_src)
+
+
+def default_run_dir(plan: Plan) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{plan.recipe.name}-{stamp}"
+
+
+def run_recipe(recipe_path: str | Path, out_dir: str | Path | None = None,
+               cache_dir: str | Path | None = None, overrides: list[str] | None = None,
+               force: bool = False, remeasure: bool = False, executor: Executor | None = None,
+               reporter: Reporter | None = None):
+    """Run a recipe end to end and write its run directory. Returns the loaded `Run`."""
+    from compress.results import Run, build_rows, write_run
+
+    started = time.perf_counter()
+    started_at = datetime.now(UTC).isoformat(timespec="seconds")
+    plan = prepare(recipe_path, overrides)
+    store = Store(cache_dir)
+    run_dir = Path(out_dir) if out_dir else default_run_dir(plan)
+    with store.shared_lock():
+        store.clean_stale()
+        built = build_all(plan, store, executor, force, reporter)
+        measured = measure_all(plan, store, built, remeasure, reporter)
+        rows = build_rows(plan, built, measured)
+        built.stats.failures = sum(r["status"] != "ok" for r in rows)
+        manifest = {
+            "recipe": {"path": str(recipe_path), "given": plan.recipe.source.path.read_text(),
+                       "overrides": list(overrides or []),
+                       "resolved": plan.recipe.model_dump(mode="json", by_alias=True)},
+            "suite": {"path": str(plan.recipe.suite_path()),
+                      "resolved": plan.suite.model_dump(mode="json")},
+            "plan": describe(plan), "seed": plan.recipe.seed,
+            "versions": package_versions(), "git": git_revision(plan.recipe.base_dir),
+            "cache_dir": str(store.root), "started": started_at,
+            "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+            "wall_time_s": round(time.perf_counter() - started, 3),
+            "stats": vars(built.stats),
+        }
+        write_run(run_dir, manifest, rows)
+        store.register_run(run_dir, [a for a in built.artifacts if a != plan.model_node.key],
+                           [r["measurement_key"] for r in measured.values()
+                            if "measurement_key" in r])
+    return Run(run_dir)

@@ -1,0 +1,1 @@
+"""Measurement: each candidate is measured in its own fresh process (see worker.py)."""

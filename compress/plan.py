@@ -1,0 +1,299 @@
+"""Turn a validated recipe into a plan: one chain of stage runs per candidate.
+
+Each stage run (a node) is keyed by a content hash of its input's key, its resolved config
+(every `auto` replaced), fingerprints of the data it reads, the task, the seed where the
+stage is random, and the stage's code version. Candidates that share a prefix share nodes,
+so that work runs once, and a cache keyed this way can never serve a stale artifact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from pydantic import ValidationError
+
+from compress.artifacts import Kind
+from compress.data import check_columns, fingerprint, load_frame
+from compress.errors import InputError
+from compress.models import fingerprint_source, resolve_source
+from compress.recipe import MODEL_STEP, Recipe
+from compress.stages.base import StageConfig, all_stages, get_stage
+from compress.suite import Suite
+from compress.yamlsource import format_loc
+
+
+def content_key(payload: dict) -> str:
+    blob = json.dumps(payload, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:20]
+
+
+@dataclass
+class Node:
+    """One stage run (or the input model, for step 'model')."""
+
+    key: str
+    step: str
+    stage: str | None
+    config: StageConfig | None
+    kind: Kind
+    parent: Node | None = None
+    variant: dict[str, Any] = field(default_factory=dict)  # this step's swept settings
+    data_fingerprints: dict[str, str] = field(default_factory=dict)
+
+    def chain(self) -> list[Node]:
+        out, node = [], self
+        while node is not None:
+            out.append(node)
+            node = node.parent
+        return out[::-1]
+
+    def config_dict(self) -> dict:
+        return self.config.model_dump(mode="json") if self.config is not None else {}
+
+
+@dataclass
+class Candidate:
+    name: str
+    node: Node
+    baseline: Node
+    role: str = "candidate"  # or "baseline" when only measured as the reference
+
+
+@dataclass
+class Plan:
+    recipe: Recipe
+    suite: Suite
+    model_path: str
+    model_node: Node
+    nodes: list[Node]  # topological order, unique keys, model node excluded
+    candidates: list[Candidate]
+    data: dict[str, pd.DataFrame]
+    eval_data: pd.DataFrame
+
+    def node_by_key(self, key: str) -> Node:
+        return next(n for n in self.nodes if n.key == key)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    return json.dumps(value) if isinstance(value, (list, dict)) else str(value).lower() \
+        if isinstance(value, bool) else str(value)
+
+
+def candidate_name(node: Node) -> str:
+    """'int8' or, when settings were swept on its chain, 'int8@epochs=2,per_channel=true'."""
+    chain = [n for n in node.chain() if n.variant]
+    counts: dict[str, int] = {}
+    for n in chain:
+        for k in n.variant:
+            counts[k] = counts.get(k, 0) + 1
+    parts = [f"{n.step + '.' if counts[k] > 1 else ''}{k}={_fmt(v)}"
+             for n in chain for k, v in n.variant.items()]
+    return node.step + ("@" + ",".join(parts) if parts else "")
+
+
+def _variants(sweep: dict[str, list]) -> list[dict[str, Any]]:
+    keys = list(sweep)
+    return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*sweep.values())]
+
+
+def load_data(recipe: Recipe, suite: Suite, suite_src) -> tuple[dict, pd.DataFrame]:
+    """Load the recipe's data roles and the suite's eval set, checking their columns."""
+    src = recipe.source
+    frames = {}
+    for role, spec in recipe.data.items():
+        try:
+            frames[role] = load_frame(spec, recipe.base_dir)
+        except InputError as exc:
+            raise src.error(("data", role, "source"), str(exc)) from None
+        for fld, col in check_columns(frames[role], spec):
+            raise src.error(("data", role, fld), f"column {col!r} not in the data "
+                            f"(columns: {', '.join(map(str, frames[role].columns))})")
+        if frames[role].empty:
+            raise src.error(("data", role), "the dataset is empty")
+    try:
+        eval_df = load_frame(suite.dataset, suite_src.path.parent)
+    except InputError as exc:
+        raise suite_src.error(("dataset", "source"), str(exc)) from None
+    for fld, col in check_columns(eval_df, suite.dataset):
+        raise suite_src.error(("dataset", fld), f"column {col!r} not in the data "
+                              f"(columns: {', '.join(map(str, eval_df.columns))})")
+    if eval_df.empty:
+        raise suite_src.error(("dataset",), "the eval dataset is empty")
+    return frames, eval_df
+
+
+def build_plan(recipe: Recipe, suite: Suite, suite_src) -> Plan:
+    """Validate everything the schema cannot (stages, chains, data) and key every node."""
+    src = recipe.source
+    if suite.task != recipe.task:
+        raise src.error(("suite",), f"suite {recipe.suite!r} is for task {suite.task!r}, "
+                                    f"but the recipe's task is {recipe.task!r}")
+    try:
+        model_path = resolve_source(recipe.model, recipe.base_dir)
+    except InputError as exc:
+        raise src.error(("model", "source"), str(exc)) from None
+    frames, eval_df = load_data(recipe, suite, suite_src)
+    fps = {role: fingerprint(df) for role, df in frames.items()}
+
+    model_node = Node(key=content_key({"model": fingerprint_source(model_path, recipe.model)}),
+                      step=MODEL_STEP, stage=None, config=None, kind=Kind.PYTORCH)
+    outputs: dict[str, list[Node]] = {MODEL_STEP: [model_node]}
+    nodes: dict[str, Node] = {}
+    known = all_stages()
+    previous = MODEL_STEP
+    for i, step in enumerate(recipe.pipeline):
+        loc = ("pipeline", i)
+        if step.id in outputs:
+            raise src.error(loc + ("id",), f"duplicate step id {step.id!r}")
+        if step.stage not in known:
+            raise src.error(loc + ("stage",), f"unknown stage {step.stage!r}; expected one of: "
+                                              + ", ".join(sorted(known)))
+        stage = get_stage(step.stage)
+        source_step = step.input or previous
+        if source_step not in outputs:
+            raise src.error(loc + ("input",), f"no earlier step {source_step!r}; expected one "
+                                              f"of: {', '.join(outputs)}")
+        for key, values in step.sweep.items():
+            if not values:
+                raise src.error(loc + ("sweep", key), "empty sweep: give at least one value")
+            if key in step.settings:
+                raise src.error(loc + ("sweep", key), f"{key!r} is set in both 'with' and "
+                                                      "'sweep'; keep one")
+        configs = []
+        for variant in _variants(step.sweep):
+            try:
+                config = stage.parse_config({**step.settings, **variant})
+            except ValidationError as exc:
+                raise _config_error(src, loc, step, variant, exc) from None
+            reason = stage.check(config, recipe.task)
+            if reason:
+                raise src.error(loc + ("stage",), reason)
+            configs.append((variant, stage.resolve(config)))
+
+        roles = {}
+        for _, config in configs:
+            for role, required in stage.data_roles(config).items():
+                if role in frames:
+                    roles[role] = fps[role]
+                elif required:
+                    raise src.error(("data",), f"step {step.id!r} ({step.stage}) needs data "
+                                               f"role {role!r}; add data.{role}")
+        outs = []
+        for parent in outputs[source_step]:
+            for variant, config in configs:
+                if parent.kind not in stage.accepts(config):
+                    raise src.error(loc + ("input",), _chain_message(step, parent, stage, config))
+                used = {r: fp for r, fp in roles.items() if r in stage.data_roles(config)}
+                key = content_key({
+                    "stage": step.stage, "version": stage.version,
+                    "config": config.model_dump(mode="json"), "parent": parent.key,
+                    "data": used, "task": recipe.task,
+                    "seed": recipe.seed if stage.uses_seed else None,
+                })
+                node = nodes.get(key) or Node(key=key, step=step.id, stage=step.stage,
+                                              config=config, parent=parent, variant=variant,
+                                              kind=stage.produces(config, parent.kind),
+                                              data_fingerprints=used)
+                nodes[key] = node
+                outs.append(node)
+        outputs[step.id] = outs
+        previous = step.id
+
+    candidates = _candidates(recipe, outputs)
+    return Plan(recipe=recipe, suite=suite, model_path=model_path, model_node=model_node,
+                nodes=list(nodes.values()), candidates=candidates, data=frames,
+                eval_data=eval_df)
+
+
+def _config_error(src, loc, step, variant, exc: ValidationError):
+    lines = []
+    for err in exc.errors():
+        field_name = err["loc"][0] if err["loc"] else None
+        if field_name in variant:
+            j = step.sweep[field_name].index(variant[field_name])
+            where = loc + ("sweep", field_name, j)
+        else:
+            where = loc + ("with",) + tuple(err["loc"])
+        if err["type"] == "extra_forbidden":
+            stage = get_stage(step.stage)
+            fields = sorted({f for c in stage.config_types().values() for f in c.model_fields})
+            msg = f"unknown setting {field_name!r} for stage {step.stage}; expected one of: " \
+                  + ", ".join(fields)
+        elif err["type"] == "missing":
+            msg = "required setting is missing"
+        else:
+            msg = f"got {err.get('input')!r}; expected: {err['msg']}"
+        lines.append(f"{src.where(where)}: {format_loc(where)}: {msg}")
+    from compress.errors import RecipeError
+
+    return RecipeError("\n".join(lines))
+
+
+def _chain_message(step, parent: Node, stage, config) -> str:
+    accepts = ", ".join(sorted(k.value for k in stage.accepts(config)))
+    what = f"{step.stage}" + (f" backend={config.backend}" if hasattr(config, "backend") else "")
+    return (f"step {step.id!r} ({what}) cannot take the output of {parent.step!r}, which is "
+            f"a {parent.kind.value} artifact; it needs: {accepts}")
+
+
+def _candidates(recipe: Recipe, outputs: dict[str, list[Node]]) -> list[Candidate]:
+    src = recipe.source
+    ids = recipe.candidates if recipe.candidates is not None else [s.id for s in recipe.pipeline]
+    if not ids:
+        raise src.error(("candidates",), "no candidates: list at least one step id")
+    for j, cid in enumerate(ids):
+        if cid not in outputs:
+            raise src.error(("candidates", j), f"unknown step {cid!r}; expected one of: "
+                                               + ", ".join(outputs))
+    baseline = recipe.baseline
+    if baseline is None:
+        baseline = next((s.id for s in recipe.pipeline
+                         if s.stage == "finetune" and (s.input or MODEL_STEP) == MODEL_STEP
+                         and recipe.pipeline[0] is s), MODEL_STEP)
+    elif baseline not in outputs:
+        raise src.error(("baseline",), f"unknown step {baseline!r}; expected one of: "
+                                       + ", ".join(outputs))
+    out: dict[str, Candidate] = {}
+    for cid in ids:
+        for node in outputs[cid]:
+            base = next((n for n in node.chain() if n.step == baseline), None)
+            if base is None:
+                raise src.error(("baseline",), f"candidate {cid!r} does not descend from the "
+                                               f"baseline step {baseline!r}")
+            out.setdefault(node.key, Candidate(candidate_name(node), node, base))
+    for cand in list(out.values()):
+        if cand.baseline.key not in out:
+            out[cand.baseline.key] = Candidate(candidate_name(cand.baseline), cand.baseline,
+                                               cand.baseline, role="baseline")
+    names = [c.name for c in out.values()]
+    if len(set(names)) != len(names):
+        raise src.error(("candidates",), f"candidate names collide: {names}")
+    return list(out.values())
+
+
+def describe(plan: Plan) -> dict:
+    """A JSON-able summary of the plan (for the manifest and `validate --plan`)."""
+    return {
+        "model": plan.model_path,
+        "nodes": [{"key": n.key, "step": n.step, "stage": n.stage, "kind": n.kind.value,
+                   "config": n.config_dict(), "parent": n.parent.key if n.parent else None,
+                   "data": n.data_fingerprints} for n in plan.nodes],
+        "candidates": [{"name": c.name, "key": c.node.key, "step": c.node.step,
+                        "kind": c.node.kind.value, "baseline": c.baseline.key, "role": c.role}
+                       for c in plan.candidates],
+    }
+
+
+def relative(path: str | Path) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)

@@ -1,0 +1,133 @@
+"""The stage interface and its registry.
+
+A stage turns one artifact into another. It declares a typed config (pydantic,
+extra="forbid"), which artifact kinds it accepts and which it produces, and which data
+roles it reads, so the planner can refuse a wrong chain before anything runs and can key
+each run by everything that determines its output.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pandas as pd
+from pydantic import BaseModel, ConfigDict
+
+from compress.artifacts import Artifact, Kind
+
+
+class StageConfig(BaseModel):
+    """Base of every stage config: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass
+class StageContext:
+    """What a running stage may use besides its input artifact and config."""
+
+    task: str
+    seed: int
+    data: dict[str, pd.DataFrame]  # role -> frame, only the roles the stage declared
+    columns: dict[str, tuple[str, str | None]]  # role -> (text column, label column)
+    trust_remote_code: bool = False
+    progress: Callable[[str, int], Any] | None = None  # (description, total) -> advance(n)
+    log: Callable[[str], None] = field(default=lambda msg: None)
+
+    def texts(self, role: str) -> list[str]:
+        return self.data[role][self.columns[role][0]].astype(str).tolist()
+
+    def labels(self, role: str) -> list[str] | None:
+        col = self.columns[role][1]
+        return None if col is None else self.data[role][col].astype(str).tolist()
+
+    def track(self, description: str, total: int) -> Callable[[int], None]:
+        """A progress callback: call it with the number of steps done since the last call."""
+        if self.progress is None:
+            return lambda n=1: None
+        return self.progress(description, total)
+
+
+class Stage:
+    """Base class. Subclasses set the class attributes and implement `run`."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    Config: ClassVar[type[StageConfig]]
+    version: ClassVar[str] = "1"  # bump when a change alters what the stage produces
+    uses_seed: ClassVar[bool] = False
+
+    def parse_config(self, data: dict) -> StageConfig:
+        """Validate a step's settings (raises pydantic.ValidationError)."""
+        return self.Config.model_validate(data)
+
+    def config_types(self) -> dict[str, type[StageConfig]]:
+        """Config schemas to document, by title (several for stages with backends)."""
+        return {self.name: self.Config}
+
+    def accepts(self, config: StageConfig) -> set[Kind]:
+        raise NotImplementedError
+
+    def produces(self, config: StageConfig, input_kind: Kind) -> Kind:
+        raise NotImplementedError
+
+    def data_roles(self, config: StageConfig) -> dict[str, bool]:
+        """Data roles this stage reads: role -> required."""
+        return {}
+
+    def check(self, config: StageConfig, task: str) -> str | None:
+        """A reason to refuse this config for this task at validation time, or None."""
+        return None
+
+    def resolve(self, config: StageConfig) -> StageConfig:
+        """Replace every `auto` setting by its value on this machine (before hashing)."""
+        return config
+
+    def run(self, ctx: StageContext, source: Artifact, config: StageConfig,
+            out_dir: Path) -> dict:
+        """Write the output model into `out_dir`; return checks for the artifact metadata."""
+        raise NotImplementedError
+
+
+STAGES: dict[str, Stage] = {}
+
+
+def register(cls: type[Stage]) -> type[Stage]:
+    """Class decorator: make a stage available to recipes under its `name`."""
+    if cls.name in STAGES:
+        raise ValueError(f"stage {cls.name!r} registered twice")
+    STAGES[cls.name] = cls()
+    return cls
+
+
+PLUGINS_ENV = "COMPRESS_PLUGINS"
+
+
+def load_stages() -> None:
+    """Register the built-in stages, then those of the modules named in $COMPRESS_PLUGINS
+    (comma-separated, importable; each registers its stages with @register)."""
+    import importlib
+    import os
+
+    from compress import stages  # noqa: F401
+
+    for module in filter(None, os.environ.get(PLUGINS_ENV, "").split(",")):
+        try:
+            importlib.import_module(module.strip())
+        except ImportError as exc:
+            from compress.errors import InputError
+
+            raise InputError(f"${PLUGINS_ENV}: cannot import {module!r}: {exc}") from None
+
+
+def get_stage(name: str) -> Stage:
+    load_stages()
+    return STAGES[name]
+
+
+def all_stages() -> dict[str, Stage]:
+    load_stages()
+    return dict(STAGES)

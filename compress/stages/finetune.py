@@ -1,0 +1,138 @@
+"""finetune: train a task head (or the whole model) on labelled data.
+
+This is what makes the demo teacher: the bundled MiniLM is a sentence encoder with no
+classification head. With a dev split it keeps the epoch with the best dev accuracy;
+test data is never read here.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from compress.artifacts import Artifact, Kind
+from compress.stages.base import Stage, StageConfig, StageContext, register
+
+
+class FinetuneConfig(StageConfig):
+    epochs: int = Field(1, ge=1, description="passes over the train data")
+    max_steps: int | None = Field(None, gt=0, description="stop after this many steps")
+    lr: float = Field(5e-5, gt=0, description="peak learning rate (AdamW)")
+    batch_size: int = Field(16, ge=1)
+    max_length: int = Field(128, ge=8, description="tokens per example (truncated)")
+    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="linear warm-up share of steps")
+    weight_decay: float = Field(0.01, ge=0)
+    train: Literal["full", "head"] = Field("full", description="train all weights or the head")
+
+
+@register
+class Finetune(Stage):
+    name = "finetune"
+    description = "Fine-tune a task head (or the whole model) on the recipe's train data"
+    Config = FinetuneConfig
+    uses_seed = True
+
+    def accepts(self, config):
+        return {Kind.PYTORCH}
+
+    def produces(self, config, input_kind):
+        return Kind.PYTORCH
+
+    def data_roles(self, config):
+        return {"train": True, "dev": False}
+
+    def check(self, config, task):
+        if task != "text-classification":
+            return f"finetune supports task text-classification, not {task}"
+        return None
+
+    def run(self, ctx: StageContext, source: Artifact, config: FinetuneConfig,
+            out_dir: Path) -> dict:
+        import torch
+
+        from compress.models import load_pytorch, load_tokenizer
+        from compress.quiet import import_transformers
+
+        tf = import_transformers()
+        torch.manual_seed(ctx.seed)
+        texts, labels = ctx.texts("train"), ctx.labels("train")
+        if labels is None:
+            raise ValueError("finetune needs labels: set data.train.label_column")
+        names = sorted(set(labels))
+        label2id = {n: i for i, n in enumerate(names)}
+        tok = load_tokenizer(source.path, ctx.trust_remote_code)
+        model = load_pytorch(source.path, ctx.task, ctx.trust_remote_code,
+                             num_labels=len(names), id2label=dict(enumerate(names)),
+                             label2id=label2id, ignore_mismatched_sizes=True)
+        if config.train == "head":
+            for p in model.base_model.parameters():
+                p.requires_grad_(False)
+        params = [p for p in model.parameters() if p.requires_grad]
+        enc = tok(texts, truncation=True, max_length=config.max_length)
+        y = torch.tensor([label2id[v] for v in labels])
+        steps_per_epoch = math.ceil(len(texts) / config.batch_size)
+        total = steps_per_epoch * config.epochs
+        if config.max_steps:
+            total = min(total, config.max_steps)
+        opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        sched = tf.get_linear_schedule_with_warmup(opt, int(total * config.warmup_ratio), total)
+        gen = torch.Generator().manual_seed(ctx.seed)
+        dev = (ctx.texts("dev"), ctx.labels("dev")) if "dev" in ctx.data else None
+
+        advance = ctx.track("finetune", total)
+        history, best, step = [], None, 0
+        for epoch in range(config.epochs):
+            model.train()
+            order = torch.randperm(len(texts), generator=gen).tolist()
+            losses = []
+            for start in range(0, len(order), config.batch_size):
+                if step >= total:
+                    break
+                idx = order[start:start + config.batch_size]
+                batch = tok.pad({k: [enc[k][i] for i in idx] for k in enc}, return_tensors="pt")
+                loss = model(**batch, labels=y[idx]).loss
+                loss.backward()
+                opt.step()
+                sched.step()
+                opt.zero_grad()
+                losses.append(loss.item())
+                step += 1
+                advance(1)
+            record = {"epoch": epoch + 1, "train_loss": sum(losses) / max(len(losses), 1)}
+            if dev is not None:
+                record["dev_accuracy"] = _accuracy(model, tok, dev[0], dev[1], label2id,
+                                                   config.max_length)
+                if best is None or record["dev_accuracy"] > best[0]:
+                    best = (record["dev_accuracy"], epoch + 1,
+                            {k: v.detach().clone() for k, v in model.state_dict().items()})
+            history.append(record)
+            ctx.log(f"epoch {epoch + 1}: " + ", ".join(f"{k}={v:.4f}" for k, v in record.items()
+                                                        if k != "epoch"))
+            if step >= total:
+                break
+        if best is not None:
+            model.load_state_dict(best[2])
+        model.eval()
+        model.save_pretrained(out_dir, safe_serialization=True)
+        tok.save_pretrained(out_dir)
+        return {"train_examples": len(texts), "steps": step, "history": history,
+                "best_epoch": best[1] if best else len(history),
+                "dev_accuracy": best[0] if best else None}
+
+
+def _accuracy(model, tok, texts, labels, label2id, max_length, batch_size=32) -> float:
+    import torch
+
+    model.eval()
+    correct = 0
+    with torch.inference_mode():
+        for start in range(0, len(texts), batch_size):
+            batch = tok(texts[start:start + batch_size], truncation=True, max_length=max_length,
+                        padding=True, return_tensors="pt")
+            pred = model(**batch).logits.argmax(-1).tolist()
+            correct += sum(p == label2id.get(g, -1)
+                           for p, g in zip(pred, labels[start:start + batch_size], strict=True))
+    return correct / max(len(texts), 1)

@@ -1,0 +1,202 @@
+"""YAML loading that remembers where each value came from, so errors can name file and line."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from compress.errors import RecipeError
+
+
+@dataclass
+class YamlSource:
+    """A parsed YAML document plus its node tree (for line numbers) and the overrides applied."""
+
+    path: Path
+    data: Any
+    root: yaml.Node | None
+    overridden: set[tuple] = field(default_factory=set)
+
+    @classmethod
+    def load(cls, path: str | Path, what: str = "recipe") -> YamlSource:
+        path = Path(path)
+        if not path.is_file():
+            raise RecipeError(f"{path}: {what} file not found")
+        text = path.read_text()
+        try:
+            data = yaml.safe_load(text)
+            root = yaml.compose(text, Loader=yaml.SafeLoader)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            line = f":{mark.line + 1}" if mark is not None else ""
+            problem = getattr(exc, "problem", None) or str(exc)
+            raise RecipeError(f"{path}{line}: not valid YAML: {problem}") from None
+        if not isinstance(data, dict):
+            raise RecipeError(f"{path}: a {what} must be a YAML mapping, got {type(data).__name__}")
+        return cls(path=path, data=data, root=root)
+
+    def line(self, loc: tuple) -> int | None:
+        """1-based line of the deepest node on `loc` that exists in the file."""
+        node, line = self.root, None
+        for key in loc:
+            if isinstance(node, yaml.MappingNode):
+                nxt = next((v for k, v in node.value if k.value == str(key)), None)
+                if nxt is None:
+                    # an unknown key: point at the key itself
+                    nxt_key = next((k for k, _ in node.value if k.value == str(key)), None)
+                    return nxt_key.start_mark.line + 1 if nxt_key is not None else line
+                node = nxt
+            elif isinstance(node, yaml.SequenceNode) and isinstance(key, int):
+                if key >= len(node.value):
+                    return line
+                node = node.value[key]
+            else:
+                return line
+            line = node.start_mark.line + 1
+        return line
+
+    def where(self, loc: tuple) -> str:
+        """'file:line' for a field path, noting values that came from --set."""
+        if any(loc[: len(o)] == o for o in self.overridden):
+            return f"{self.path} (--set {format_loc(loc)})"
+        line = self.line(loc)
+        return f"{self.path}:{line}" if line else str(self.path)
+
+    def error(self, loc: tuple, message: str) -> RecipeError:
+        return RecipeError(f"{self.where(loc)}: {format_loc(loc)}: {message}")
+
+    def get(self, loc: tuple) -> Any:
+        value = self.data
+        for key in loc:
+            value = value[key]
+        return value
+
+
+def format_loc(loc: tuple) -> str:
+    """('pipeline', 1, 'with', 'lr') -> 'pipeline[1].with.lr'."""
+    out = ""
+    for key in loc:
+        out += f"[{key}]" if isinstance(key, int) else (f".{key}" if out else str(key))
+    return out
+
+
+def _describe_value(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def validation_error(src: YamlSource, exc: ValidationError, prefix: tuple = (),
+                     model: Any = None) -> RecipeError:
+    """Pydantic's errors as one message: file:line, field path, value and expectation."""
+    lines = []
+    for err in exc.errors():
+        loc = prefix + tuple(k for k in err["loc"] if not _is_union_tag(k))
+        kind = err["type"]
+        if kind == "extra_forbidden":
+            allowed = _allowed_keys(model, err["loc"][:-1]) if model is not None else None
+            msg = f"unknown key {loc[-1]!r}"
+            if allowed:
+                msg += f"; expected one of: {', '.join(sorted(allowed))}"
+        elif kind == "missing":
+            msg = "required field is missing"
+        else:
+            msg = f"got {_describe_value(err.get('input'))}; expected: {err['msg']}"
+        lines.append(f"{src.where(loc)}: {format_loc(loc)}: {msg}")
+    return RecipeError("\n".join(lines))
+
+
+def _is_union_tag(key: Any) -> bool:
+    # pydantic inserts the member type name ('str', 'function-after[...]') into union locs
+    return isinstance(key, str) and ("[" in key or key in {"str", "int", "float", "bool", "list"})
+
+
+def _allowed_keys(model: Any, loc: tuple) -> list[str] | None:
+    """Field names (by alias) of the pydantic model found at `loc`, for 'expected one of'."""
+    from typing import get_args, get_origin
+
+    from pydantic import BaseModel
+
+    current = model
+    for key in loc:
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            fld = next((f for n, f in current.model_fields.items()
+                        if n == key or f.alias == key), None)
+            if fld is None:
+                return None
+            current = fld.annotation
+        elif isinstance(key, int) or get_origin(current) in (dict, list):
+            args = [a for a in get_args(current) if a is not type(None)]
+            current = args[-1] if args else None
+        else:
+            args = [a for a in get_args(current)
+                    if isinstance(a, type) and issubclass(a, BaseModel)]
+            if not args:
+                return None
+            current = args[0]
+            fld = current.model_fields.get(key)
+            current = fld.annotation if fld else None
+        # unwrap Optional / unions down to a model when there is one
+        args = [a for a in get_args(current) if isinstance(a, type) and issubclass(a, BaseModel)]
+        if args and not (isinstance(current, type) and issubclass(current, BaseModel)):
+            current = args[0]
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return [f.alias or n for n, f in current.model_fields.items()]
+    return None
+
+
+def apply_overrides(src: YamlSource, overrides: list[str], list_key_field: str = "id") -> None:
+    """Apply `--set key.path=value` overrides to the raw document, before validation.
+
+    Values are parsed as YAML (`3` is an int, `[1, 2]` a list). In a list of mappings an
+    item can be named by its `id` (`pipeline.teacher.with.epochs=1`) or its index.
+    """
+    for item in overrides:
+        if "=" not in item:
+            raise RecipeError(f"--set {item}: expected key.path=value")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            value = raw
+        parts = [p for p in key.strip().split(".") if p]
+        if not parts:
+            raise RecipeError(f"--set {item}: empty key path")
+        node, loc = src.data, []
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            if isinstance(node, list):
+                index = _list_index(node, part, list_key_field)
+                if index is None:
+                    ids = [str(x.get(list_key_field)) for x in node if isinstance(x, dict)]
+                    raise RecipeError(f"--set {item}: no item {part!r} in {format_loc(tuple(loc))}"
+                                      f" (items: {', '.join(ids) or 'none'})")
+                loc.append(index)
+                if last:
+                    node[index] = value
+                else:
+                    node = node[index]
+            elif isinstance(node, dict):
+                loc.append(part)
+                if last:
+                    node[part] = value
+                else:
+                    if node.get(part) is None:
+                        node[part] = {}
+                    node = node[part]
+            else:
+                raise RecipeError(f"--set {item}: {format_loc(tuple(loc))} is a value, "
+                                  "not a mapping")
+        src.overridden.add(tuple(loc))
+
+
+def _list_index(node: list, part: str, key_field: str) -> int | None:
+    if part.isdigit() and int(part) < len(node):
+        return int(part)
+    for i, x in enumerate(node):
+        if isinstance(x, dict) and str(x.get(key_field)) == part:
+            return i
+    return None
