@@ -181,6 +181,8 @@ def measure_all(plan: Plan, store: Store, built: Outcome, remeasure: bool = Fals
 def prepare(recipe_path: str | Path, overrides: list[str] | None = None) -> Plan:
     """Load and validate a recipe and its suite into a plan (no work is done)."""
     recipe = load_recipe(recipe_path, overrides)
+    if not recipe.suite_path().is_file():
+        raise recipe.source.error(("suite",), f"suite file not found: {recipe.suite_path()}")
     suite, suite_src = load_suite(recipe.suite_path(), suite_overrides(overrides))
     return build_plan(recipe, suite, suite_src)
 

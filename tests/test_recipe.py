@@ -80,6 +80,11 @@ def test_missing_data_file(write_recipe):
     assert "recipe.yaml:7: data.train.source: data file not found: ./nope.csv" in msg
 
 
+def test_missing_suite_file(write_recipe):
+    msg = bad(write_recipe, "suite: suite.yaml", "suite: nope.yaml")
+    assert "recipe.yaml:4: suite: suite file not found:" in msg and "nope.yaml" in msg
+
+
 def test_missing_dataset_column(write_recipe):
     msg = bad(write_recipe, "train: {{source: {train}}}",
               "train: {{source: {train}, label_column: topic}}")
