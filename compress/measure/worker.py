@@ -53,10 +53,10 @@ class TorchRunner:
 
         configure()
         torch.set_num_threads(threads)
-        from compress.models import load_pytorch
+        from compress.loading import load_for_inference
 
         self.torch = torch
-        self.model = load_pytorch(path, task)
+        self.model = load_for_inference(path, task)
         self.providers = []
         self.device = "cpu"
         import inspect
