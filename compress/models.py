@@ -111,3 +111,114 @@ def load_tokenizer(path: str | Path, trust_remote_code: bool = False,
     if tok.pad_token is None and tok.eos_token is not None:
         tok.pad_token = tok.eos_token
     return tok
+
+
+# ---------------------------------------------------------------- model surgery helpers
+
+LAYER_PATHS = ("encoder.layer", "layers", "h", "transformer.layer", "decoder.layers")
+
+
+def find_layers(model):
+    """(parent module, attribute name) of the model's stack of transformer blocks.
+
+    Searched on the base model (model.bert, model.model, ...) so task heads are untouched."""
+    import torch
+
+    base = getattr(model, "base_model", model)
+    for dotted in LAYER_PATHS:
+        *path, attr = dotted.split(".")
+        parent = base
+        for part in path:
+            parent = getattr(parent, part, None)
+            if parent is None:
+                break
+        obj = getattr(parent, attr, None) if parent is not None else None
+        if isinstance(obj, torch.nn.ModuleList) and len(obj) > 0:
+            return parent, attr
+    raise ValueError(f"{type(model).__name__}: cannot find its transformer layers "
+                     f"(looked for {', '.join(LAYER_PATHS)})")
+
+
+def keep_layers(model, keep: list[int]) -> None:
+    """Keep only the listed transformer blocks, in order, and record it in the config
+    (so the student reloads with plain from_pretrained)."""
+    import torch
+
+    parent, attr = find_layers(model)
+    layers = getattr(parent, attr)
+    n = len(layers)
+    bad = [i for i in keep if not 0 <= i < n]
+    if bad:
+        raise ValueError(f"keep_layers {keep}: index {bad[0]} out of range; the model has "
+                         f"{n} layers (0..{n - 1})")
+    setattr(parent, attr, torch.nn.ModuleList([layers[i] for i in keep]))
+    for new_idx, layer in enumerate(getattr(parent, attr)):
+        for module in layer.modules():  # decoder attention indexes its KV-cache slot by layer
+            if hasattr(module, "layer_idx"):
+                module.layer_idx = new_idx
+    cfg = model.config
+    cfg.num_hidden_layers = len(keep)
+    if isinstance(getattr(cfg, "layer_types", None), list):
+        cfg.layer_types = [cfg.layer_types[i] for i in keep]
+
+
+def mean_pool(hidden, mask):
+    """Mean of the token vectors over the attention mask (sentence-transformers pooling)."""
+    m = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
+
+
+_BITS = {"float32": 32, "float16": 16, "bfloat16": 16, "float64": 64, "int8": 8,
+         "qint8": 8, "uint8": 8, "nf4": 4, "fp4": 4, "int4": 4}
+
+
+def _linear_format(module) -> tuple[str, int | None]:
+    """How a Linear-like module stores its weight: a format name and bits per weight."""
+    cls = type(module).__name__
+    if type(module).__module__.startswith("torch.ao.nn.quantized"):
+        return "torch-dynamic-int8", 8
+    weight = getattr(module, "weight", None)
+    if cls == "Linear4bit":
+        quant = getattr(weight, "quant_type", "nf4")
+        return f"bnb-{quant}", 4
+    if cls == "Linear8bitLt":
+        return "bnb-int8", 8
+    if weight is None:
+        return "unknown", None
+    wcls = type(weight).__name__
+    if wcls not in ("Parameter", "Tensor"):  # a torchao tensor subclass
+        bits = 4 if "4" in wcls else 8 if "8" in wcls else None
+        return f"torchao-{wcls}", bits
+    name = str(weight.dtype).removeprefix("torch.")
+    return name, _BITS.get(name)
+
+
+def weight_inventory(model) -> dict:
+    """Per-Linear shapes and weight formats, and bytes by format: what a cost model needs,
+    since FlopCounterMode counts 0 FLOPs for quantized modules and parameters() misreports
+    packed or subclassed weights."""
+    linears, by_format, covered = [], {}, set()
+    for name, module in model.named_modules():
+        n_in, n_out = getattr(module, "in_features", None), getattr(module, "out_features", None)
+        if not (isinstance(n_in, int) and isinstance(n_out, int)):
+            continue
+        fmt, bits = _linear_format(module)
+        bias = getattr(module, "bias", None)
+        if callable(bias):  # torch.ao dynamic Linear exposes bias() as a method
+            bias = bias()
+        linears.append({"name": name, "in_features": n_in, "out_features": n_out,
+                        "bias": bias is not None, "format": fmt, "bits": bits})
+        if bits:
+            by_format[fmt] = by_format.get(fmt, 0) + n_in * n_out * bits // 8
+        covered.update(f"{name}.{p}" if name else p for p, _ in module.named_parameters())
+    other: dict[str, int] = {}
+    seen = set()
+    for pname, p in model.named_parameters():
+        if pname in covered or id(p) in seen:
+            continue
+        seen.add(id(p))
+        key = str(p.dtype).removeprefix("torch.")
+        other[key] = other.get(key, 0) + p.numel() * p.element_size()
+    return {"linears": linears, "linear_weight_bytes_by_format": by_format,
+            "other_param_bytes_by_dtype": other,
+            "linear_params": sum(x["in_features"] * x["out_features"] for x in linears)}

@@ -191,6 +191,10 @@ def build_plan(recipe: Recipe, suite: Suite, suite_src) -> Plan:
             for variant, config in configs:
                 if parent.kind not in stage.accepts(config):
                     raise src.error(loc + ("input",), _chain_message(step, parent, stage, config))
+                check_input = getattr(stage, "check_input", None)  # refusals by input node
+                reason = check_input(config, parent) if check_input else None
+                if reason:
+                    raise src.error(loc + ("input",), reason)
                 used = {r: fp for r, fp in roles.items() if r in stage.data_roles(config)}
                 key = content_key({
                     "stage": step.stage, "version": stage.version,

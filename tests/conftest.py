@@ -125,3 +125,149 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeou
     return subprocess.run([sys.executable, "-m", "compress", *args], capture_output=True,
                           text=True, cwd=cwd or ROOT, timeout=timeout,
                           env={**os.environ, **(env or {})})
+
+
+# ---------------------------------------------------------------- stage tests (issue 4)
+
+@pytest.fixture(scope="session")
+def tiny_bert_cls(tiny_bert, tmp_path_factory) -> Path:
+    """The tiny BERT with a seeded 3-way classification head (labels of WORDS)."""
+    import torch
+    from transformers import AutoTokenizer, BertForSequenceClassification
+
+    path = tmp_path_factory.mktemp("tiny-bert-cls")
+    names = list(WORDS)
+    torch.manual_seed(1)
+    model = BertForSequenceClassification.from_pretrained(
+        tiny_bert, num_labels=3, id2label=dict(enumerate(names)),
+        label2id={n: i for i, n in enumerate(names)})
+    model.save_pretrained(path)
+    AutoTokenizer.from_pretrained(tiny_bert).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory) -> Path:
+    """A 2-layer, 64-wide random Llama (4 query heads, 2 KV heads; bitsandbytes 4-bit needs
+    rows of 64+) with a word-level
+    tokenizer built offline and saved as tokenizer.json."""
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    path = tmp_path_factory.mktemp("tiny-llama")
+    specials = ["<pad>", "<unk>", "<s>", "</s>"]
+    words = sorted({w for ws in WORDS.values() for w in ws} | set(".,"))
+    vocab = {w: i for i, w in enumerate(specials + words)}
+    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", unk_token="<unk>",
+                                  bos_token="<s>", eos_token="</s>")
+    cfg = LlamaConfig(vocab_size=len(vocab), hidden_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, intermediate_size=128,
+                      max_position_embeddings=128, pad_token_id=0, bos_token_id=2,
+                      eos_token_id=3, tie_word_embeddings=False)
+    torch.manual_seed(0)
+    LlamaForCausalLM(cfg).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def text_frame(n: int = 24, seed: int = 1, labels: bool = True):
+    import pandas as pd
+
+    rows = make_rows(n, seed)
+    return pd.DataFrame(rows, columns=["text", "label"]) if labels else \
+        pd.DataFrame({"text": [r[0] for r in rows]})
+
+
+def run_stage(stage_name: str, settings: dict, source: Path, out_dir: Path, task: str,
+              data: dict | None = None, seed: int = 0):
+    """Run one stage as the engine would (parse, check, resolve, run) and write the
+    artifact metadata; returns (Artifact, checks). Raises ValueError on a refusal."""
+    import json
+
+    from compress.artifacts import META_FILE, Artifact, Kind
+    from compress.loading import artifact_kind
+    from compress.stages.base import StageContext, get_stage
+
+    stage = get_stage(stage_name)
+    config = stage.parse_config(settings)
+    reason = stage.check(config, task)
+    if reason:
+        raise ValueError(reason)
+    config = stage.resolve(config)
+    src_meta = {}
+    if (source / META_FILE).is_file():
+        src_meta = json.loads((source / META_FILE).read_text())
+    src = Artifact(key=source.name, path=source, kind=artifact_kind(source),
+                   meta=src_meta or {"key": source.name, "kind": "pytorch"})
+    assert src.kind in stage.accepts(config), (src.kind, stage.accepts(config))
+    data = data or {}
+    ctx = StageContext(task=task, seed=seed, data=data,
+                       columns={r: ("text", "label" if "label" in df.columns else None)
+                                for r, df in data.items()})
+    out_dir.mkdir(parents=True)
+    checks = stage.run(ctx, src, config, out_dir)
+    kind = stage.produces(config, src.kind)
+    meta = {"key": out_dir.name, "kind": kind.value, "stage": stage_name,
+            "config": config.model_dump(mode="json"), "checks": checks}
+    (out_dir / META_FILE).write_text(json.dumps(meta, default=str))
+    return Artifact(key=out_dir.name, path=out_dir, kind=Kind(kind), meta=meta), checks
+
+
+RELOAD = """
+import json, sys
+import numpy as np
+from compress.encoding import Encoder
+from compress.loading import load_for_inference
+from compress.stages.export import SAMPLE_TEXTS
+import torch
+out = {}
+for path, task in json.loads(sys.argv[1]):
+    model = load_for_inference(path, task)
+    feeds = Encoder(path)(SAMPLE_TEXTS, 32)
+    args = __import__("inspect").signature(model.forward).parameters
+    with torch.inference_mode():
+        res = model(**{k: torch.from_numpy(v) for k, v in feeds.items() if k in args})
+    t = res.logits if hasattr(res, "logits") else res.last_hidden_state
+    out[path] = {"out": t.float().numpy().tolist(), "type": type(model).__name__,
+                 "params": sum(p.numel() for p in model.parameters())}
+print("RESULT" + json.dumps(out))
+"""
+
+
+def reload_outputs(items: list[tuple[Path, str]]) -> dict:
+    """Load each (artifact, task) in ONE fresh process through compress.loading and return
+    {path: {"out": outputs on SAMPLE_TEXTS, "type": class name, "params": count}}."""
+    import json
+    import subprocess
+
+    proc = subprocess.run([sys.executable, "-c", RELOAD,
+                           json.dumps([[str(p), t] for p, t in items])],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    noise = [x for x in proc.stderr.splitlines() if "Failed to load" in x or "pytree" in x]
+    assert not noise, noise  # torchao/bitsandbytes import noise is silenced
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT"))
+    return json.loads(line[len("RESULT"):])
+
+
+def inproc_outputs(path: Path, task: str):
+    """The same outputs as reload_outputs, in this process."""
+    import inspect
+
+    import torch
+
+    from compress.encoding import Encoder
+    from compress.loading import load_for_inference
+    from compress.stages.export import SAMPLE_TEXTS
+
+    model = load_for_inference(path, task)
+    feeds = Encoder(path)(SAMPLE_TEXTS, 32)
+    args = inspect.signature(model.forward).parameters
+    with torch.inference_mode():
+        res = model(**{k: torch.from_numpy(v) for k, v in feeds.items() if k in args})
+    t = res.logits if hasattr(res, "logits") else res.last_hidden_state
+    return model, t.float().numpy()
