@@ -148,6 +148,13 @@ def load_suite(path: str | Path, overrides: list[str] | None = None) -> tuple[Su
     src = YamlSource.load(path, what="suite")
     apply_overrides(src, overrides or [])
     try:
-        return Suite.model_validate(src.data), src
+        suite = Suite.model_validate(src.data)
     except ValidationError as exc:
         raise validation_error(src, exc, model=Suite) from None
+    module = suite.quality.evaluate_module
+    if module:  # relative to the suite's folder
+        path = Path(module) if Path(module).is_absolute() else src.path.parent / module
+        if not path.exists():
+            raise src.error(("quality", "evaluate_module"), f"file not found: {module}")
+        suite.quality.evaluate_module = str(path.resolve())
+    return suite, src

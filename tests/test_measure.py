@@ -154,3 +154,57 @@ def test_pytorch_cuda_runner(tiny_bert):
     mem = runner.cuda_memory()
     assert mem["cuda_peak_allocated_bytes"] > 0
     assert torch.cuda.get_device_name() in runner.device_name
+
+
+EXACT_METRIC = '''
+import datasets
+import evaluate
+
+
+class Exact(evaluate.Metric):
+    def _info(self):
+        return evaluate.MetricInfo(
+            description="share of exact matches", citation="", inputs_description="",
+            features=datasets.Features({"predictions": datasets.Value("int64"),
+                                        "references": datasets.Value("int64")}))
+
+    def _compute(self, predictions, references):
+        hits = sum(p == r for p, r in zip(predictions, references))
+        return {"exact": hits / len(references)}
+'''
+
+
+def test_a_local_evaluate_module_is_used(tiny_bert, tmp_path):
+    from compress.suite import load_suite
+
+    (tmp_path / "exact.py").write_text(EXACT_METRIC)
+    (tmp_path / "suite.yaml").write_text(
+        "name: s\ntask: text-classification\n"
+        "dataset: {source: x.csv, text_column: text, label_column: label}\n"
+        "quality: {evaluate_module: ./exact.py, batch_size: 4, max_length: 16}\n")
+    suite, _ = load_suite(tmp_path / "suite.yaml")
+    assert suite.quality.evaluate_module == str((tmp_path / "exact.py").resolve())
+    runner = TorchRunner(str(tiny_bert), "text-classification", 1, "cpu")
+    gold = ["LABEL_0", "LABEL_1", "LABEL_0", "LABEL_1", "LABEL_1"]
+    req = {"artifact": str(tiny_bert), "texts": ["goal", "bank", "phone", "cup win", "app"],
+           "labels": gold, "quality": suite.quality.model_dump(),
+           "quality_metrics": ["accuracy"], "fidelity_metrics": []}
+    _, _, outputs = worker.classification(runner, Encoder(tiny_bert), req)
+    assert outputs["logits"].shape == (5, 2)
+    # gold = the model's own predictions with the first one flipped: accuracy is 4/5
+    import json
+
+    id2label = json.loads((tiny_bert / "config.json").read_text()).get("id2label") or {}
+    pred = [id2label.get(str(i), str(i)) for i in outputs["logits"].argmax(-1)]
+    names = sorted({id2label.get(str(i), str(i)) for i in (0, 1)})
+    req["labels"] = [names[1] if pred[0] == names[0] else names[0]] + pred[1:]
+    figures, _, _ = worker.classification(runner, Encoder(tiny_bert), req)
+    assert figures["accuracy"] == pytest.approx(0.8)
+    assert figures["evaluate:exact"] == pytest.approx(0.8)
+    (tmp_path / "suite.yaml").write_text((tmp_path / "suite.yaml").read_text().replace(
+        "./exact.py", "./missing.py"))
+    from compress.errors import RecipeError
+
+    with pytest.raises(RecipeError, match=r"suite\.yaml:4: quality\.evaluate_module: file not "
+                                          r"found: \./missing\.py"):
+        load_suite(tmp_path / "suite.yaml")
