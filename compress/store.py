@@ -125,6 +125,10 @@ class Store:
     def put_measurement(self, key: str, result: dict) -> None:
         write_json(self.root / "measurements" / f"{key}.json", result)
 
+    def outputs_path(self, key: str) -> Path:
+        """Where a measurement keeps the model's outputs (the reference for fidelity)."""
+        return self.root / "measurements" / f"{key}.npz"
+
     # ------------------------------------------------------------ runs, usage, pruning
     def shared_lock(self):
         return flock(self.root / "store.lock", exclusive=False)
@@ -172,8 +176,8 @@ class Store:
             keep_meas = {k for r in kept for k in r["measurements"]}
             removed_art = [p for p in (self.root / "artifacts").iterdir()
                            if p.is_dir() and p.name not in keep_art]
-            removed_meas = [p for p in (self.root / "measurements").glob("*.json")
-                            if p.stem not in keep_meas]
+            removed_meas = [p for p in (self.root / "measurements").iterdir()
+                            if p.name.split(".")[0] not in keep_meas]
             freed = sum(_dir_bytes(p) for p in removed_art) + _dir_bytes(self.root / "tmp")
             if not dry_run:
                 for p in removed_art:
@@ -186,7 +190,8 @@ class Store:
                 shutil.rmtree(self.root / "tmp", ignore_errors=True)
                 (self.root / "tmp").mkdir()
             return {"artifacts_removed": len(removed_art),
-                    "measurements_removed": len(removed_meas), "bytes_freed": freed,
+                    "measurements_removed": sum(p.suffix == ".json" for p in removed_meas),
+                    "bytes_freed": freed,
                     "runs_kept": len(kept), "dry_run": dry_run}
 
 

@@ -1,54 +1,160 @@
-"""Evaluation suites (eval/*.yaml): the eval data and measurement settings, shared by
-recipes and CI gates so that they all judge on the same ground."""
+"""Evaluation suites (eval/*.yaml): the eval data, the metrics, the measurement settings and
+the targets, shared by recipes and CI gates so that they all judge on the same ground."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from compress.data import DataSpec
 from compress.models import Task
 from compress.yamlsource import YamlSource, apply_overrides, validation_error
+
+QUALITY_METRICS = {
+    "text-classification": ("accuracy", "macro_f1", "per_class_f1"),
+    "feature-extraction": ("spearman", "pearson"),
+    "causal-lm": ("perplexity", "next_token_accuracy"),
+}
+FIDELITY_METRICS = {
+    "text-classification": ("top1_agreement", "kl_divergence"),
+    "feature-extraction": ("cosine",),
+    "causal-lm": ("top1_agreement", "kl_divergence"),
+}
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class EvalData(DataSpec):
+    """The eval set. Embedding suites score text pairs against human similarity scores."""
+
+    text_pair_column: str | None = Field(None, description="second text of a pair "
+                                                           "(feature-extraction)")
+    score_column: str | None = Field(None, description="human similarity score of the pair")
+
+
 class QualitySettings(_Strict):
-    metrics: list[Literal["accuracy"]] = Field(["accuracy"], min_length=1)
-    max_length: int = Field(128, ge=8, description="tokens per example (truncated)")
+    metrics: list[str] | None = Field(None, description="default: all of the task's metrics")
+    max_length: int = Field(128, ge=8, description="tokens per example (truncated); the "
+                                                   "window for causal-lm perplexity")
+    stride: int | None = Field(None, ge=1, description="causal-lm sliding-window stride "
+                                                       "(default: max_length / 2)")
+    max_tokens: int | None = Field(None, ge=16, description="causal-lm: score at most this "
+                                                            "many tokens of the text")
     batch_size: int = Field(16, ge=1)
+    evaluate_module: str | None = Field(None, description="path of a local Hugging Face "
+                                                          "`evaluate` metric module "
+                                                          "(classification)")
+
+
+class FidelitySettings(_Strict):
+    metrics: list[str] | None = Field(None, description="default: all of the task's")
+    top_k: int = Field(20, ge=1, le=1000, description="causal-lm: KL over the baseline's "
+                                                      "top-k tokens plus a tail bucket")
 
 
 class LatencySettings(_Strict):
-    batch_size: int = Field(1, ge=1)
-    seq_len: int = Field(128, ge=8, description="tokens per input, padded to this length")
+    batch_sizes: list[int] = Field([1], min_length=1)
+    seq_lens: list[int] = Field([128], min_length=1, description="tokens per input, padded "
+                                                                 "(prompt length for causal-lm)")
+    gen_tokens: int = Field(16, ge=1, description="causal-lm: decode steps timed per run")
     warmup: int = Field(5, ge=0)
     iterations: int = Field(50, ge=3, description="timed iterations (at least)")
     min_time_s: float = Field(0.0, ge=0, description="keep timing until this much time passed")
     threads: int = Field(1, ge=1, description="intra-op threads, pinned")
+    device: Literal["cpu", "cuda"] = "cpu"
+    providers: list[str] | None = Field(None, description="ONNX Runtime execution providers, "
+                                                          "in order (default: for the device)")
+    noisy_spread: float = Field(0.25, gt=0, description="flag a latency as noisy when "
+                                                        "(p95 - p50) / p50 exceeds this")
+
+    @model_validator(mode="after")
+    def _positive(self):
+        if any(b < 1 for b in self.batch_sizes) or any(s < 1 for s in self.seq_lens):
+            raise ValueError("batch sizes and sequence lengths must be positive")
+        return self
+
+    def ort_providers(self) -> list[str]:
+        if self.providers:
+            return self.providers
+        return (["CUDAExecutionProvider", "CPUExecutionProvider"] if self.device == "cuda"
+                else ["CPUExecutionProvider"])
+
+
+class Targets(_Strict):
+    """Quality targets against the measured baseline (the recommendation and gate use them)."""
+
+    max_drop: float | None = Field(None, ge=0, description="largest allowed absolute drop "
+                                                           "of the primary metric")
+    max_relative_drop: float | None = Field(None, ge=0, le=1)
+    min_recovery: float | None = Field(None, ge=0, description="candidate / baseline of the "
+                                                               "primary metric, at least")
+    min_value: float | None = Field(None, description="absolute floor of the primary metric")
+    min_fidelity: float | None = Field(None, ge=0, le=1, description="floor of top-1 "
+                                                                     "agreement or cosine")
+    max_latency_ms: float | None = Field(None, gt=0, description="p95 at the first batch "
+                                                                 "size and length")
+    max_memory_mb: float | None = Field(None, gt=0)
 
 
 class Suite(_Strict):
     name: str
     task: Task
-    dataset: DataSpec
+    dataset: EvalData
     quality: QualitySettings = QualitySettings()
+    fidelity: FidelitySettings = FidelitySettings()
     latency: LatencySettings = LatencySettings()
+    targets: Targets = Targets()
+
+    @model_validator(mode="after")
+    def _metrics_fit_task(self):
+        for section, table in (("quality", QUALITY_METRICS), ("fidelity", FIDELITY_METRICS)):
+            chosen = getattr(self, section).metrics
+            allowed = table[self.task]
+            bad = [m for m in chosen or [] if m not in allowed]
+            if bad:
+                raise ValueError(f"{section}.metrics: {bad} not available for {self.task}; "
+                                 f"expected some of: {', '.join(allowed)}")
+        if self.task == "feature-extraction" and not (
+                self.dataset.text_pair_column and self.dataset.score_column):
+            raise ValueError("dataset: feature-extraction suites need text_pair_column and "
+                             "score_column (pairs scored by people)")
+        if self.task == "text-classification" and not self.dataset.label_column:
+            raise ValueError("dataset.label_column: text-classification needs labels")
+        return self
+
+    def quality_metrics(self) -> list[str]:
+        return list(self.quality.metrics or QUALITY_METRICS[self.task])
+
+    def fidelity_metrics(self) -> list[str]:
+        return list(self.fidelity.metrics or FIDELITY_METRICS[self.task])
+
+    @property
+    def primary_metric(self) -> str:
+        return self.quality_metrics()[0]
 
     def settings(self) -> dict:
-        """What a measurement depends on besides the artifact (part of its cache key)."""
+        """What a measurement depends on besides the artifact and eval data (cache key)."""
         return {"task": self.task, "quality": self.quality.model_dump(),
-                "latency": self.latency.model_dump()}
+                "fidelity": self.fidelity.model_dump(), "latency": self.latency.model_dump(),
+                "quality_metrics": self.quality_metrics(),
+                "fidelity_metrics": self.fidelity_metrics()}
 
 
 def load_suite(path: str | Path, overrides: list[str] | None = None) -> tuple[Suite, YamlSource]:
     src = YamlSource.load(path, what="suite")
     apply_overrides(src, overrides or [])
     try:
-        return Suite.model_validate(src.data), src
+        suite = Suite.model_validate(src.data)
     except ValidationError as exc:
         raise validation_error(src, exc, model=Suite) from None
+    module = suite.quality.evaluate_module
+    if module:  # relative to the suite's folder
+        path = Path(module) if Path(module).is_absolute() else src.path.parent / module
+        if not path.exists():
+            raise src.error(("quality", "evaluate_module"), f"file not found: {module}")
+        suite.quality.evaluate_module = str(path.resolve())
+    return suite, src

@@ -103,6 +103,8 @@ def validation_error(src: YamlSource, exc: ValidationError, prefix: tuple = (),
                 msg += f"; expected one of: {', '.join(sorted(allowed))}"
         elif kind == "missing":
             msg = "required field is missing"
+        elif kind == "value_error":
+            msg = err["msg"].removeprefix("Value error, ")
         else:
             msg = f"got {_describe_value(err.get('input'))}; expected: {err['msg']}"
         lines.append(f"{src.where(loc)}: {format_loc(loc)}: {msg}")

@@ -79,7 +79,7 @@ name: tiny
 task: text-classification
 dataset: {{source: {test}, text_column: text, label_column: label}}
 quality: {{max_length: 32, batch_size: 8}}
-latency: {{batch_size: 1, seq_len: 32, warmup: 1, iterations: 3, threads: 1}}
+latency: {{batch_sizes: [1], seq_lens: [32], warmup: 1, iterations: 3, threads: 1}}
 """
 
 RECIPE = """\

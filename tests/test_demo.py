@@ -19,8 +19,8 @@ SMALL = [
 def test_demo_recipe_small(tmp_path):
     run = run_recipe(ROOT / "recipes" / "demo-bbc-news.yaml", out_dir=tmp_path / "run",
                      overrides=SMALL)
-    assert run.ok, run.table()[["candidate", "error"]]
-    t = run.table().set_index("candidate")
+    assert run.ok, run.summary()[["candidate", "error"]]
+    t = run.summary().set_index("candidate")
     assert list(t.index) == ["teacher", "onnx", "int8"]
     assert (t["n_eval"] == 60).all()
     # 160 training articles are enough to beat chance (0.2) by far
@@ -31,4 +31,7 @@ def test_demo_recipe_small(tmp_path):
     assert t.loc["int8", "accuracy"] > 0.5
     # ONNX Runtime runners do not import torch: their peak memory is far below PyTorch's
     assert t.loc["onnx", "peak_rss_mb"] < t.loc["teacher", "peak_rss_mb"]
+    # and the inference-memory delta shows the model's own cost: INT8 well below fp32
+    assert t.loc["int8", "mem_delta_mb"] < 0.75 * t.loc["onnx", "mem_delta_mb"]
+    assert t.loc["onnx", "top1_agreement"] >= 0.98
     assert set(t["backend"]) == {"pytorch", "onnxruntime"}

@@ -18,13 +18,32 @@ from tests.test_plan import SWEPT
 def test_tiny_run_writes_run_dir_and_table(write_recipe, tmp_path):
     run = run_recipe(write_recipe(), out_dir=tmp_path / "run")
     assert run.ok
-    table = run.table()
+    table = run.summary()
     assert list(table["candidate"]) == ["teacher", "onnx", "int8"]
     assert set(table["kind"]) == {"pytorch", "onnx", "onnx-quantized"}
     assert table["accuracy"].between(0, 1).all()
     assert (table["latency_p50_ms"] > 0).all()
     assert (table["latency_p95_ms"] >= table["latency_p50_ms"]).all()
     assert (table["n_eval"] == 18).all()
+    assert table["macro_f1"].between(0, 1).all()
+    # fidelity against the baseline (the teacher): the ONNX export is the same network
+    fid = table.set_index("candidate")
+    assert pd.isna(fid.loc["teacher", "top1_agreement"])  # the baseline is not compared
+    assert fid.loc["onnx", "top1_agreement"] == 1.0
+    assert 0 <= fid.loc["onnx", "kl_divergence"] < 1e-6
+    assert 0 <= fid.loc["int8", "kl_divergence"]
+    assert (fid["mem_delta_mb"] > 0).all()
+    # the tidy table: one row per figure, each with its provenance
+    tidy = run.table()
+    assert {"candidate", "metric", "value", "unit", "provenance", "device", "backend",
+            "threads", "batch_size", "seq_len", "versions", "timestamp"} <= set(tidy.columns)
+    assert set(tidy["provenance"]) == {"measured"}
+    p50 = tidy[(tidy.metric == "latency_p50") & (tidy.candidate == "int8")]
+    assert len(p50) == 1 and p50.iloc[0]["batch_size"] == 1 and p50.iloc[0]["seq_len"] == 32
+    assert p50.iloc[0]["value"] == fid.loc["int8", "latency_p50_ms"]
+    assert set(tidy[tidy.metric.str.startswith("f1[")]["metric"]) == {
+        "f1[business]", "f1[sport]", "f1[tech]"}
+    assert pd.read_parquet(tmp_path / "run" / "measurements.parquet").shape == tidy.shape
     sizes = dict(zip(table["candidate"], table["size_mb"], strict=True))
     assert sizes["int8"] < sizes["onnx"]
     # ONNX fp32 is the same network: it must predict like PyTorch
@@ -38,7 +57,7 @@ def test_tiny_run_writes_run_dir_and_table(write_recipe, tmp_path):
     assert [c["name"] for c in manifest["plan"]["candidates"]] == ["teacher", "onnx", "int8"]
     csv = pd.read_csv(tmp_path / "run" / "results.csv")
     assert list(csv["candidate"]) == ["teacher", "onnx", "int8"]
-    assert load_run(tmp_path / "run").table().shape == table.shape
+    assert load_run(tmp_path / "run").summary().shape == table.shape
     # the export check lands in the artifact metadata
     onnx_dir = tmp_path / "cache" / "artifacts" / table.loc[1, "artifact_key"]
     onnx_meta = json.loads((onnx_dir / META_FILE).read_text())
@@ -58,7 +77,7 @@ def test_shared_prefix_runs_once_and_second_run_executes_nothing(write_recipe, t
     assert second.stats["stage_executions"] == 0 and second.stats["measurements"] == 0
     assert second.stats["stage_cache_hits"] == 4
     assert second.stats["measurement_cache_hits"] == 4
-    assert second.table()["accuracy"].tolist() == first.table()["accuracy"].tolist()
+    assert second.summary()["accuracy"].tolist() == first.summary()["accuracy"].tolist()
     third = run_recipe(path, out_dir=tmp_path / "r3", overrides=["pipeline.int8.with.isa=avx2"])
     assert third.stats["stage_executions"] in (0, 2)  # 0 if avx2 is what auto detected
     forced = run_recipe(path, out_dir=tmp_path / "r4", force=True)
@@ -77,7 +96,7 @@ def test_a_failing_candidate_does_not_stop_the_others(write_recipe, tmp_path, mo
         "stage: quantize", "stage: quantize\n    input: onnx").replace(
         "[teacher, onnx, int8]", "[teacher, onnx, broken, after, int8]"))
     run = run_recipe(path, out_dir=tmp_path / "run")
-    rows = run.table().set_index("candidate")
+    rows = run.summary().set_index("candidate")
     assert not run.ok and run.stats["failures"] == 2
     assert rows.loc["broken", "status"] == "failed"
     assert "exploded on purpose" in rows.loc["broken", "error"]
@@ -129,8 +148,8 @@ def test_prune_keeps_what_kept_runs_refer_to(write_recipe, tmp_path):
     result = store.prune()
     assert result["artifacts_removed"] == 1  # only the old int8 was the old run's alone
     kept = {p.name for p in (store.root / "artifacts").iterdir()}
-    assert set(new.table()["artifact_key"]) <= kept
-    assert old.table().set_index("candidate").loc["int8", "artifact_key"] not in kept
+    assert set(new.summary()["artifact_key"]) <= kept
+    assert old.summary().set_index("candidate").loc["int8", "artifact_key"] not in kept
     again = run_recipe(path, out_dir=tmp_path / "again",
                        overrides=["pipeline.int8.with.per_channel=true"])
     assert again.stats["stage_executions"] == 0 and again.stats["measurements"] == 0

@@ -113,12 +113,11 @@ def test_unknown_candidate_and_baseline(write_recipe):
 
 
 def test_stage_refuses_task(write_recipe, tmp_path):
-    path = write_recipe(RECIPE.replace("task: text-classification",
-                                       "task: feature-extraction"))
+    path = write_recipe(RECIPE.replace("task: text-classification", "task: causal-lm"))
     (tmp_path / "suite.yaml").write_text((tmp_path / "suite.yaml").read_text().replace(
-        "text-classification", "feature-extraction"))
+        "text-classification", "causal-lm"))
     with pytest.raises(RecipeError, match=r"pipeline\[0\]\.stage: finetune supports task "
-                                          r"text-classification, not feature-extraction"):
+                                          r"text-classification, not causal-lm"):
         prepare(path)
 
 
@@ -159,3 +158,29 @@ def test_cli_bad_recipe_exits_2_without_traceback(write_recipe):
     assert proc.returncode == 2
     assert "unknown stage 'exprot'" in proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
+
+
+def test_suite_metrics_must_fit_the_task(write_recipe, tmp_path):
+    path = write_recipe()
+    suite = tmp_path / "suite.yaml"
+    text = suite.read_text()
+    suite.write_text(text.replace("quality: {", "quality: {metrics: [accuracy, spearman], "))
+    with pytest.raises(RecipeError, match=r"quality\.metrics: \['spearman'\] not available "
+                                          r"for text-classification; expected some of: "
+                                          r"accuracy, macro_f1, per_class_f1"):
+        prepare(path)
+    suite.write_text(text.replace("task: text-classification", "task: feature-extraction"))
+    with pytest.raises(RecipeError, match="need text_pair_column and score_column"):
+        prepare(path)
+    suite.write_text(text.replace("latency: {", "latency: {devise: cpu, "))
+    with pytest.raises(RecipeError, match=r"suite\.yaml:5: latency\.devise: unknown key "
+                                          r"'devise'; expected one of: .*device"):
+        prepare(path)
+
+
+def test_shipped_recipes_and_suites_validate():
+    from tests.conftest import ROOT
+
+    for recipe in sorted((ROOT / "recipes").glob("*.yaml")):
+        plan = prepare(recipe)
+        assert plan.candidates, recipe

@@ -1,5 +1,5 @@
 """Parent side of measurement: build the request, run the worker in a fresh process with
-pinned threads, and cache the result by (artifact, settings, machine)."""
+pinned threads, and return its figures or a clear failure."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 from compress.artifacts import Artifact
 from compress.errors import MeasureError
 
-MEASURE_VERSION = "1"
+MEASURE_VERSION = "2"
 
 
 def machine_fingerprint() -> dict:
@@ -30,18 +30,26 @@ def machine_fingerprint() -> dict:
             "machine": platform.machine()}
 
 
-def measure(artifact: Artifact, task: str, texts: list[str], labels: list[str] | None,
-            settings: dict, timeout_s: float = 3600) -> dict:
-    """Measure one artifact in a fresh worker process; raises MeasureError on failure."""
-    threads = settings["latency"]["threads"]
+def eval_payload(task: str, frame, dataset) -> dict:
+    """The eval set as the worker needs it, by task."""
+    texts = frame[dataset.text_column].astype(str).tolist()
+    out = {"texts": texts}
+    if task == "text-classification":
+        out["labels"] = frame[dataset.label_column].astype(str).tolist()
+    elif task == "feature-extraction":
+        out["text_pairs"] = frame[dataset.text_pair_column].astype(str).tolist()
+        out["scores"] = frame[dataset.score_column].astype(float).tolist()
+    return out
+
+
+def run_worker(request: dict, threads: int, timeout_s: float = 3600) -> dict:
+    """Run compress.measure.worker on one request in a fresh process; MeasureError on failure."""
     env = dict(os.environ)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         env[var] = str(threads)
     with tempfile.TemporaryDirectory(prefix="compress-measure-") as tmp:
         req, res = Path(tmp) / "request.json", Path(tmp) / "result.json"
-        req.write_text(json.dumps({
-            "artifact": str(artifact.path), "kind": artifact.kind.value, "task": task,
-            "texts": texts, "labels": labels, **settings}))
+        req.write_text(json.dumps(request))
         try:
             proc = subprocess.run([sys.executable, "-m", "compress.measure.worker",
                                    str(req), str(res)], env=env, capture_output=True,
@@ -55,5 +63,23 @@ def measure(artifact: Artifact, task: str, texts: list[str], labels: list[str] |
         result = json.loads(res.read_text())
     if result["status"] != "ok":
         raise MeasureError(result["error"])
+    return result
+
+
+def measure(artifact: Artifact, suite, payload: dict, reference_outputs: Path | None,
+            outputs_path: Path | None, timeout_s: float = 3600) -> dict:
+    """Measure one artifact: latency, memory, quality and (given a reference) fidelity."""
+    settings = suite.settings()
+    settings["latency"]["providers"] = suite.latency.ort_providers()
+    request = {"artifact": str(artifact.path), "kind": artifact.kind.value,
+               "task": suite.task, **payload, **settings,
+               "reference_outputs": str(reference_outputs) if reference_outputs else None,
+               "outputs_path": str(outputs_path) if outputs_path else None}
+    result = run_worker(request, suite.latency.threads, timeout_s)
     result["memory"]["size_bytes"] = artifact.size_bytes()
     return result
+
+
+def import_baseline(kind: str, threads: int) -> dict:
+    """Peak memory of a worker that only imports what the runner for `kind` imports."""
+    return run_worker({"import_only": True, "kind": kind}, threads, timeout_s=600)

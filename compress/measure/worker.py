@@ -1,9 +1,10 @@
-"""Measure one artifact in this fresh process: latency, peak memory, then quality.
+"""Measure one artifact in this fresh process: latency, peak memory, quality, fidelity.
 
-Run as `python -m compress.measure.worker REQUEST.json RESULT.json`. It imports torch and
-transformers only for PyTorch artifacts: ONNX Runtime runs stay free of their ~0.5 GB, so
-the memory figure is the model's own. Latency and peak memory are taken before the quality
-pass, whose large batches would otherwise set the peak.
+Run as `python -m compress.measure.worker REQUEST.json RESULT.json`. Only PyTorch
+artifacts import torch and transformers, so an ONNX Runtime figure is the model's own.
+Order matters: latency first, then the peak memory (VmHWM) is read, then the quality pass,
+whose large batches would otherwise set the peak. With `import_only`, the worker imports
+what a runner imports and reports that peak: the baseline that memory deltas subtract.
 """
 
 from __future__ import annotations
@@ -11,11 +12,12 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 import traceback
 from pathlib import Path
 
 import numpy as np
+
+from compress.measure import metrics as M
 
 
 def peak_rss_bytes() -> int | None:
@@ -29,102 +31,285 @@ def peak_rss_bytes() -> int | None:
     return None
 
 
-class OrtRunner:
-    backend = "onnxruntime"
-
-    def __init__(self, path: str, threads: int, providers: list[str] | None):
-        from compress.encoding import OrtModel
-
-        self.model = OrtModel(path, threads=threads, providers=providers)
-        self.providers = self.model.providers
-        self.device = "cuda" if "CUDAExecutionProvider" in self.providers else "cpu"
-
-    def __call__(self, feeds):
-        return self.model(feeds)
+def stats(ms: list[float], per: float, unit: str, noisy_spread: float) -> dict:
+    a = np.asarray(ms)
+    p50 = float(np.percentile(a, 50))
+    p95 = float(np.percentile(a, 95))
+    spread = (p95 - p50) / p50 if p50 > 0 else 0.0
+    return {"p50_ms": p50, "p90_ms": float(np.percentile(a, 90)), "p95_ms": p95,
+            "p99_ms": float(np.percentile(a, 99)), "mean_ms": float(a.mean()),
+            "std_ms": float(a.std()), "min_ms": float(a.min()), "iterations": len(a),
+            "throughput": per * 1000.0 / p50 if p50 > 0 else None, "throughput_unit": unit,
+            "spread": spread, "noisy": bool(spread > noisy_spread)}
 
 
-class TorchRunner:
-    backend = "pytorch"
+def _repeat(step, settings) -> None:
+    """Warm up, then call `step(record=True)` for the iterations (and minimum time) asked."""
+    import time
 
-    def __init__(self, path: str, task: str, threads: int):
-        import torch
-
-        from compress.quiet import configure
-
-        configure()
-        torch.set_num_threads(threads)
-        from compress.loading import load_for_inference
-
-        self.torch = torch
-        self.model = load_for_inference(path, task)
-        self.providers = []
-        self.device = "cpu"
-        import inspect
-
-        self.args = set(inspect.signature(self.model.forward).parameters)
-
-    def __call__(self, feeds):
-        with self.torch.inference_mode():
-            out = self.model(**{k: self.torch.from_numpy(v) for k, v in feeds.items()
-                                if k in self.args})
-        t = out.logits if hasattr(out, "logits") else out.last_hidden_state
-        return t.float().numpy()
-
-
-def time_latency(run, feeds, settings) -> dict:
     for _ in range(settings["warmup"]):
-        run(feeds)
-    times = []
-    start = time.perf_counter()
-    while len(times) < settings["iterations"] or time.perf_counter() - start < settings[
-            "min_time_s"]:
-        t0 = time.perf_counter_ns()
-        run(feeds)
-        times.append((time.perf_counter_ns() - t0) / 1e6)
-    ms = np.array(times)
-    return {"p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95)),
-            "mean_ms": float(ms.mean()), "min_ms": float(ms.min()), "iterations": len(ms)}
+        step(record=False)
+    start, count = time.perf_counter(), 0
+    while count < settings["iterations"] or time.perf_counter() - start < settings["min_time_s"]:
+        step(record=True)
+        count += 1
 
 
-def classify_accuracy(run, encoder, path: str, texts, labels, settings) -> dict:
-    id2label = json.loads((Path(path) / "config.json").read_text()).get("id2label", {})
-    correct = 0
-    bs = settings["batch_size"]
-    for start in range(0, len(texts), bs):
-        logits = run(encoder(texts[start:start + bs], settings["max_length"]))
-        for idx, gold in zip(logits.argmax(-1).tolist(), labels[start:start + bs], strict=True):
-            correct += str(id2label.get(str(idx), idx)) == str(gold)
-    return {"accuracy": correct / len(texts), "n_eval": len(texts)}
+class Forward:
+    """One timed forward pass per call (classification, embeddings)."""
+
+    def __init__(self, runner, feeds):
+        self.runner, self.feeds, self.ms = runner, feeds, []
+
+    def __call__(self, record: bool) -> None:
+        from compress.measure.runners import timed
+
+        t = timed(lambda: self.runner(self.feeds), self.runner.sync)
+        if record:
+            self.ms.append(t)
+
+
+class Generate:
+    """Prefill a prompt, then decode `gen_tokens` tokens greedily with the KV cache; the
+    prefill and every decode step are timed separately."""
+
+    def __init__(self, runner, feeds, gen_tokens: int):
+        self.runner, self.feeds, self.gen_tokens = runner, feeds, gen_tokens
+        self.prefill_ms, self.decode_ms = [], []
+
+    def __call__(self, record: bool) -> None:
+        from compress.measure.runners import timed
+
+        out = {}
+        runner, feeds = self.runner, self.feeds
+        t = timed(lambda: out.update(r=runner.prefill(feeds)), runner.sync)
+        logits, past = out["r"]
+        if past is None:  # no KV cache: the runner recomputes from the whole sequence
+            past = feeds["input_ids"]
+        mask = feeds["attention_mask"]
+        steps = []
+        for _ in range(self.gen_tokens):
+            nxt = logits[:, -1:].argmax(-1).astype(np.int64)
+            mask = np.concatenate([mask, np.ones_like(nxt)], axis=1)
+            args = (nxt, mask, past)
+            steps.append(timed(lambda a=args: out.update(r=runner.decode(*a)), runner.sync))
+            logits, past = out["r"]
+        if record:
+            self.prefill_ms.append(t)
+            self.decode_ms.extend(steps)
+
+
+def latency(runner, encoder, task: str, texts: list[str], settings: dict) -> list[dict]:
+    """Latency records for every (batch size, sequence length) of the suite."""
+    records = []
+    spread = settings["noisy_spread"]
+    for batch in settings["batch_sizes"]:
+        sample = (texts * batch)[:batch]
+        for seq in settings["seq_lens"]:
+            feeds = encoder(sample, seq, pad_to_max=True)
+            base = {"batch_size": batch, "seq_len": seq}
+            if task != "causal-lm":
+                step = Forward(runner, feeds)
+                _repeat(step, settings)
+                records.append({**base, "phase": "forward",
+                                **stats(step.ms, batch, "samples/s", spread)})
+                continue
+            gen = Generate(runner, feeds, settings["gen_tokens"])
+            _repeat(gen, settings)
+            records.append({**base, "phase": "prefill",
+                            **stats(gen.prefill_ms, batch * seq, "tokens/s", spread)})
+            records.append({**base, "phase": "decode", "gen_tokens": settings["gen_tokens"],
+                            **stats(gen.decode_ms, batch, "tokens/s", spread)})
+    return records
+
+
+# ---------------------------------------------------------------- quality, per task
+
+def classification(runner, encoder, req) -> tuple[dict, dict, dict]:
+    q = req["quality"]
+    texts, gold = req["texts"], req["labels"]
+    id2label = json.loads((Path(req["artifact"]) / "config.json").read_text()).get("id2label")
+    logits = np.concatenate([runner(encoder(texts[i:i + q["batch_size"]], q["max_length"]))
+                             for i in range(0, len(texts), q["batch_size"])])
+    pred = [str(id2label.get(str(i), i)) if id2label else str(i)
+            for i in logits.argmax(-1).tolist()]
+    classes = sorted(set(gold))
+    figures = {"accuracy": M.accuracy(pred, gold), "macro_f1": M.macro_f1(pred, gold, classes)}
+    figures.update({f"f1[{c}]": v for c, v in M.per_class_f1(pred, gold, classes).items()})
+    figures = {k: v for k, v in figures.items()
+               if k.split("[")[0] in req["quality_metrics"]
+               or (k.startswith("f1[") and "per_class_f1" in req["quality_metrics"])}
+    figures["n_eval"] = len(texts)
+    if q.get("evaluate_module"):
+        figures.update(_evaluate_module(q["evaluate_module"], pred, gold, classes))
+    fidelity = {}
+    ref = _reference(req)
+    if ref is not None:
+        if "top1_agreement" in req["fidelity_metrics"]:
+            fidelity["top1_agreement"] = M.top1_agreement(ref["logits"], logits)
+        if "kl_divergence" in req["fidelity_metrics"]:
+            fidelity["kl_divergence"] = M.kl_divergence(ref["logits"], logits)
+    return figures, fidelity, {"logits": logits.astype(np.float32)}
+
+
+def _evaluate_module(path: str, pred, gold, classes) -> dict:
+    import evaluate
+
+    ids = {c: i for i, c in enumerate(classes)}
+    result = evaluate.load(path).compute(predictions=[ids.get(p, -1) for p in pred],
+                                         references=[ids[g] for g in gold])
+    return {f"evaluate:{k}": float(v) for k, v in result.items()
+            if isinstance(v, (int, float, np.floating))}
+
+
+def embeddings(runner, encoder, req) -> tuple[dict, dict, dict]:
+    q = req["quality"]
+    a, b, score = req["texts"], req["text_pairs"], req["scores"]
+    unique = list(dict.fromkeys(a + b))
+    index = {t: i for i, t in enumerate(unique)}
+    chunks = []
+    for i in range(0, len(unique), q["batch_size"]):
+        feeds = encoder(unique[i:i + q["batch_size"]], q["max_length"])
+        chunks.append(M.mean_pool(runner(feeds), feeds["attention_mask"]))
+    emb = np.concatenate(chunks)
+    sims = M.cosine_rows(emb[[index[t] for t in a]], emb[[index[t] for t in b]])
+    figures = {"n_eval": len(a)}
+    if "spearman" in req["quality_metrics"]:
+        figures["spearman"] = M.spearman(sims, score)
+    if "pearson" in req["quality_metrics"]:
+        figures["pearson"] = M.pearson(sims, score)
+    fidelity = {}
+    ref = _reference(req)
+    if ref is not None and "cosine" in req["fidelity_metrics"]:
+        fidelity["cosine"] = float(np.mean(M.cosine_rows(ref["embeddings"], emb)))
+    return figures, fidelity, {"embeddings": emb.astype(np.float32)}
+
+
+def causal_lm(runner, encoder, req) -> tuple[dict, dict, dict]:
+    q, f = req["quality"], req["fidelity"]
+    ids = encoder.ids("\n\n".join(req["texts"]))
+    if q.get("max_tokens"):
+        ids = ids[: q["max_tokens"]]
+    window = q["max_length"]
+    stride = q.get("stride") or max(window // 2, 1)
+    nll, correct, argmax, top_ids, top_lp = [], 0, [], [], []
+    ref = _reference(req)
+    kl_parts = []
+    for begin, end, score_from in M.sliding_windows(len(ids), window, stride):
+        chunk = np.asarray(ids[begin:end], dtype=np.int64)[None]
+        logits = runner({"input_ids": chunk, "attention_mask": np.ones_like(chunk)})[0]
+        pos = np.arange(score_from, end) - begin  # target positions within the window
+        scored = logits[pos - 1]
+        targets = chunk[0, pos]
+        nll.append(M.token_nll(scored, targets))
+        am = scored.argmax(-1)
+        correct += int(np.sum(am == targets))
+        argmax.append(am)
+        tid, tlp = M.topk_reference(scored, f["top_k"])
+        top_ids.append(tid)
+        top_lp.append(tlp)
+        if ref is not None:
+            lo = sum(len(x) for x in argmax[:-1])
+            kl_parts.append((len(am), M.kl_topk(ref["top_ids"][lo:lo + len(am)],
+                                                ref["top_logp"][lo:lo + len(am)], scored)))
+    nll_all = np.concatenate(nll)
+    argmax_all = np.concatenate(argmax)
+    figures = {}
+    if "perplexity" in req["quality_metrics"]:
+        figures["perplexity"] = M.perplexity(float(nll_all.sum()), len(nll_all))
+    if "next_token_accuracy" in req["quality_metrics"]:
+        figures["next_token_accuracy"] = correct / len(nll_all)
+    figures["scored_tokens"] = len(nll_all)
+    fidelity = {}
+    if ref is not None:
+        if "top1_agreement" in req["fidelity_metrics"]:
+            fidelity["top1_agreement"] = float(np.mean(ref["argmax"] == argmax_all))
+        if "kl_divergence" in req["fidelity_metrics"]:
+            n = sum(k for k, _ in kl_parts)
+            fidelity["kl_divergence"] = sum(k * v for k, v in kl_parts) / n
+    outputs = {"argmax": argmax_all, "top_ids": np.concatenate(top_ids).astype(np.int32),
+               "top_logp": np.concatenate(top_lp).astype(np.float32)}
+    return figures, fidelity, outputs
+
+
+QUALITY = {"text-classification": classification, "feature-extraction": embeddings,
+           "causal-lm": causal_lm}
+
+
+def _reference(req) -> dict | None:
+    path = req.get("reference_outputs")
+    return dict(np.load(path)) if path else None
+
+
+# ---------------------------------------------------------------- main
+
+def import_only(req) -> dict:
+    """Import exactly what the runner for this kind imports, and report the peak."""
+    if req["kind"].startswith("onnx"):
+        import onnxruntime  # noqa: F401
+        import tokenizers  # noqa: F401
+    else:
+        import torch  # noqa: F401
+
+        from compress.loading import load_for_inference  # noqa: F401
+        from compress.quiet import import_transformers
+
+        import_transformers()
+    return {"status": "ok", "memory": {"peak_rss_bytes": peak_rss_bytes()}}
+
+
+def measure(req) -> dict:
+    from compress.encoding import Encoder
+    from compress.measure.runners import make_runner
+
+    lat, task = req["latency"], req["task"]
+    runner = make_runner(req["artifact"], req["kind"], task, lat)
+    encoder = Encoder(req["artifact"])
+    records = latency(runner, encoder, task, req["texts"], lat)
+    memory = {"peak_rss_bytes": peak_rss_bytes()}
+    if hasattr(runner, "cuda_memory"):
+        memory.update(runner.cuda_memory())
+    quality, fidelity, outputs = QUALITY[task](runner, encoder, req)
+    if req.get("outputs_path"):
+        tmp = req["outputs_path"] + ".tmp.npz"
+        np.savez(tmp, **outputs)
+        os.replace(tmp, req["outputs_path"])
+    memory["weights_bytes_by_dtype"] = runner.weights_by_dtype(req["artifact"])
+    return {
+        "status": "ok", "quality": quality, "fidelity": fidelity, "latency": records,
+        "memory": memory,
+        "env": {"backend": runner.backend, "providers": runner.providers,
+                "requested": runner.requested, "fell_back": runner.fell_back,
+                "device": runner.device, "device_name": runner.device_name,
+                "threads": lat["threads"], **_gpu_env(runner)},
+    }
+
+
+def _gpu_env(runner) -> dict:
+    if runner.device != "cuda" or runner.backend != "pytorch":
+        return {}
+    import torch
+
+    props = torch.cuda.get_device_properties(0)
+    return {"cuda_version": torch.version.cuda, "compute_capability": f"{props.major}."
+            f"{props.minor}", "driver": _nvidia_driver()}
+
+
+def _nvidia_driver() -> str | None:
+    import subprocess
+
+    try:
+        return subprocess.run(["nvidia-smi", "--query-gpu=driver_version",
+                               "--format=csv,noheader"], capture_output=True, text=True,
+                              timeout=20).stdout.strip() or None
+    except (OSError, subprocess.TimeoutExpired):
+        return None
 
 
 def main(request_path: str, result_path: str) -> int:
     req = json.loads(Path(request_path).read_text())
     try:
-        from compress.encoding import Encoder
-
-        lat, qual = req["latency"], req["quality"]
-        path, kind = req["artifact"], req["kind"]
-        if kind.startswith("onnx"):
-            run = OrtRunner(path, lat["threads"], req.get("providers"))
-        else:
-            run = TorchRunner(path, req["task"], lat["threads"])
-        encoder = Encoder(path)
-        texts, labels = req["texts"], req["labels"]
-        sample = (texts * lat["batch_size"])[: lat["batch_size"]]
-        feeds = encoder(sample, lat["seq_len"], pad_to_max=True)
-        latency = time_latency(run, feeds, lat)
-        latency["samples_per_s"] = lat["batch_size"] * 1000.0 / latency["p50_ms"]
-        peak = peak_rss_bytes()
-        quality = {}
-        if req["task"] == "text-classification":
-            quality = classify_accuracy(run, encoder, path, texts, labels, qual)
-        result = {
-            "status": "ok", "quality": quality, "latency": latency,
-            "memory": {"peak_rss_bytes": peak},
-            "env": {"backend": run.backend, "providers": run.providers, "device": run.device,
-                    "threads": lat["threads"], "batch_size": lat["batch_size"],
-                    "seq_len": lat["seq_len"], "pid": os.getpid()},
-        }
+        result = import_only(req) if req.get("import_only") else measure(req)
     except Exception as exc:  # noqa: BLE001 - reported to the parent as this candidate's failure
         result = {"status": "failed", "error": f"{type(exc).__name__}: {exc}",
                   "traceback": traceback.format_exc()}
