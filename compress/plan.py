@@ -83,8 +83,9 @@ class Plan:
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:g}"
-    return json.dumps(value) if isinstance(value, (list, dict)) else str(value).lower() \
-        if isinstance(value, bool) else str(value)
+    if isinstance(value, (list, dict)):
+        return json.dumps(value, separators=(",", ":"))
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def candidate_name(node: Node) -> str:
