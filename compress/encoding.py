@@ -86,7 +86,7 @@ class OrtModel:
                                             providers=usable)
         self.input_info = {i.name: i for i in self.session.get_inputs()}
         self.inputs = list(self.input_info)
-        self.past_inputs = [n for n in self.inputs if n.startswith("past_key_values")]
+        self.past_inputs = [n for n in self.inputs if n.startswith(("past_key_values", "past."))]
         self.outputs = [o.name for o in self.session.get_outputs()]
         self.output = self.outputs[0]
 
@@ -105,16 +105,17 @@ class OrtModel:
         return past
 
     def feeds(self, feeds: dict[str, np.ndarray], past: dict | None = None) -> dict:
+        """Complete tokenizer feeds for this session: an empty past for a fresh sequence,
+        and position ids counted along the attention mask (which covers past + new tokens,
+        so padding and the cache are both accounted for)."""
         ids = feeds["input_ids"]
         out = {k: v for k, v in feeds.items() if k in self.input_info}
-        past_len = 0
         if self.past_inputs:
-            past = past if past is not None else self.empty_past(ids.shape[0])
-            past_len = next(iter(past.values())).shape[2]
-            out.update(past)
+            out.update(past if past is not None else self.empty_past(ids.shape[0]))
         if "position_ids" in self.input_info and "position_ids" not in out:
-            pos = np.arange(past_len, past_len + ids.shape[1], dtype=np.int64)
-            out["position_ids"] = np.broadcast_to(pos, ids.shape).copy()
+            mask = feeds.get("attention_mask", np.ones_like(ids))
+            pos = np.clip(np.cumsum(mask, axis=1) - 1, 0, None)[:, -ids.shape[1]:]
+            out["position_ids"] = pos.astype(np.int64)
         return out
 
     def run_all(self, feeds: dict, past: dict | None = None) -> dict[str, np.ndarray]:
@@ -125,7 +126,8 @@ class OrtModel:
         """The KV cache a run returned, renamed as the next run's past inputs."""
         if not self.past_inputs:
             return None
-        return {n: named[n.replace("past_key_values", "present")] for n in self.past_inputs}
+        return {n: named[n.replace("past_key_values", "present").replace("past.", "present.")]
+                for n in self.past_inputs}
 
     def __call__(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         return self.session.run([self.output], self.feeds(feeds))[0]

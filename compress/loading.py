@@ -183,24 +183,3 @@ def record_shapes(model) -> dict:
         if attrs:
             attributes[name] = attrs
     return {"linears": linears, "attributes": attributes}
-
-
-def onnx_feeds(session, feeds: dict) -> dict:
-    """Complete tokenizer feeds for an ONNX session: position_ids from the mask, and empty
-    past key/values (sequence length 0) for decoders exported with past (first step)."""
-    import numpy as np
-
-    mask = feeds["attention_mask"]
-    batch = mask.shape[0]
-    out = dict(feeds)
-    for inp in session.get_inputs():
-        if inp.name in out:
-            continue
-        if inp.name == "position_ids":
-            out[inp.name] = np.clip(np.cumsum(mask, axis=1) - 1, 0, None).astype(np.int64)
-        elif inp.name.startswith("past_key_values") or inp.name.startswith("past."):
-            dtype = np.float16 if "float16" in inp.type else np.float32
-            shape = [batch if i == 0 else (0 if isinstance(d, str) or d is None else d)
-                     for i, d in enumerate(inp.shape)]
-            out[inp.name] = np.zeros(shape, dtype=dtype)
-    return out

@@ -53,7 +53,7 @@ def test_wrong_type_in_schema(write_recipe):
 def test_unknown_stage(write_recipe):
     msg = bad(write_recipe, "stage: export", "stage: exprot")
     assert "recipe.yaml:14: pipeline[1].stage: unknown stage 'exprot'" in msg
-    assert "export, finetune, quantize" in msg
+    assert "distill, export, finetune, optimize, prune, quantize" in msg
 
 
 def test_unknown_quantize_backend(write_recipe):

@@ -37,7 +37,7 @@ candidates: [teacher, student, pruned, int8, onnx]
 
 def test_new_stages_build_and_measure_end_to_end(write_recipe, tmp_path):
     run = run_recipe(write_recipe(PIPELINE), out_dir=tmp_path / "run")
-    table = run.table().set_index("candidate")
+    table = run.summary().set_index("candidate")
     assert run.ok, table.get("error")
     assert table.loc[["student", "pruned", "int8", "onnx"], "kind"].tolist() == [
         "pytorch", "pytorch-pruned", "pytorch-quantized", "onnx"]

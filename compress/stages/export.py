@@ -237,10 +237,10 @@ def verify(model, model_dir: Path, length: int) -> float:
     import torch
 
     from compress.encoding import Encoder, OrtModel
-    from compress.loading import onnx_feeds
 
     ort_model = OrtModel(model_dir)
-    feeds = onnx_feeds(ort_model.session, Encoder(model_dir)(SAMPLE_TEXTS, length))
+    # complete feeds (position ids, empty past) so PyTorch sees the same positions
+    feeds = ort_model.feeds(Encoder(model_dir)(SAMPLE_TEXTS, length))
     ort_out = ort_model(feeds).astype(np.float32)
     args = _forward_args(model)
     with torch.inference_mode():
@@ -291,7 +291,6 @@ class Optimize(Stage):
         import numpy as np
 
         from compress.encoding import Encoder, OrtModel
-        from compress.loading import onnx_feeds
         from compress.stages.quantize import _copy_side_files
 
         for f in ("model.onnx", "model.onnx_data"):
@@ -301,8 +300,8 @@ class Optimize(Stage):
         ort_optimize(out_dir, config.level)
         feeds = Encoder(out_dir)(SAMPLE_TEXTS, 64)
         before, after = OrtModel(source.path), OrtModel(out_dir)
-        ref = before(onnx_feeds(before.session, feeds))
-        out = after(onnx_feeds(after.session, feeds)).astype(np.float32)
+        ref = before(feeds)
+        out = after(feeds).astype(np.float32)
         diff = _masked_max(np.abs(ref - out), feeds["attention_mask"])
         if not diff <= config.atol:
             raise ValueError(f"optimised model differs from its input by {diff:.2e} "

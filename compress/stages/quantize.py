@@ -183,13 +183,12 @@ def _agreement(reference: Path, quantized: Path) -> dict:
     import numpy as np
 
     from compress.encoding import Encoder, OrtModel
-    from compress.loading import onnx_feeds
     from compress.stages.export import SAMPLE_TEXTS
 
     feeds = Encoder(quantized)(SAMPLE_TEXTS, 64)
     ref_model, out_model = OrtModel(reference), OrtModel(quantized)
-    ref = ref_model(onnx_feeds(ref_model.session, feeds))
-    out = out_model(onnx_feeds(out_model.session, feeds))
+    ref = ref_model(feeds)
+    out = out_model(feeds)
     return {"max_abs_diff_vs_input": float(np.max(np.abs(ref - out))),
             "top1_agreement_vs_input": float(np.mean(ref.argmax(-1) == out.argmax(-1)))}
 
@@ -244,18 +243,14 @@ class OrtStaticInt8(Backend):
         )
 
         from compress.encoding import Encoder, OrtModel
-        from compress.loading import onnx_feeds
         from compress.quiet import quiet_fds
 
         _refuse_optimised_source(self.name, source)
         texts = ctx.texts("calibration")[: config.max_samples]
-        encoder, session = Encoder(source.path), OrtModel(source.path).session
-        names = {i.name for i in session.get_inputs()}
-        batches = []
-        for start in range(0, len(texts), config.batch_size):
-            feeds = onnx_feeds(session, encoder(texts[start:start + config.batch_size],
-                                                config.max_length))
-            batches.append({k: v for k, v in feeds.items() if k in names})
+        encoder, model = Encoder(source.path), OrtModel(source.path)
+        batches = [model.feeds(encoder(texts[start:start + config.batch_size],
+                                       config.max_length))
+                   for start in range(0, len(texts), config.batch_size)]
 
         class Reader(CalibrationDataReader):
             def __init__(self):
