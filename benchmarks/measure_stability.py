@@ -32,6 +32,8 @@ def main() -> int:
     ap.add_argument("--cache-dir", default=None)
     ap.add_argument("--set", dest="sets", action="append", default=[])
     args = ap.parse_args()
+    # build only what is compared (and the baseline), not the whole recipe
+    args.sets = [f"candidates=[{args.fp32},{args.int8}]", *args.sets]
 
     work = Path(tempfile.mkdtemp(prefix="compress-stability-"))
     run = run_recipe(args.recipe, out_dir=work / "run", cache_dir=args.cache_dir,

@@ -34,10 +34,13 @@ def main() -> int:
     ap.add_argument("--cache-dir", default=None)
     ap.add_argument("--out", default=None)
     ap.add_argument("--set", dest="sets", action="append", default=[])
+    ap.add_argument("--remeasure", action="store_true", help="measure again (builds stay "
+                                                            "cached)")
     args = ap.parse_args()
 
     out = Path(args.out or tempfile.mkdtemp(prefix="compress-stages-")) / "run"
-    run = run_recipe(args.recipe, out_dir=out, cache_dir=args.cache_dir, overrides=args.sets)
+    run = run_recipe(args.recipe, out_dir=out, cache_dir=args.cache_dir, overrides=args.sets,
+                     remeasure=args.remeasure)
     s = run.summary()
     teacher = s[s["role"].eq("baseline") | s["candidate"].eq(s["baseline"])].iloc[0]
     ok_rows = s[s["status"] == "ok"].copy()

@@ -182,18 +182,28 @@ def stages():
             if title != name:
                 console.print(f"  [cyan]{title}[/cyan]")
             for fname, f in cfg.model_fields.items():
-                default = "required" if f.is_required() else f"default {f.default!r}"
+                default = ("required" if f.is_required() else
+                           f"default {f.get_default(call_default_factory=True)!r}")
                 typ = _type_name(f.annotation)
                 desc = f" — {f.description}" if f.description else ""
                 console.print(f"    {fname}: {typ} ({default}){desc}")
 
 
 def _type_name(annotation) -> str:
-    from typing import Literal, get_args, get_origin
+    """'int | None', "'full' | 'head'", ... for `compress stages`."""
+    import types
+    from typing import Literal, Union, get_args, get_origin
 
-    if get_origin(annotation) is Literal:
+    origin = get_origin(annotation)
+    if origin is Literal:
         return " | ".join(repr(a) for a in get_args(annotation))
-    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+    if origin in (Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in get_args(annotation))
+    if annotation is type(None):
+        return "None"
+    if origin is not None:
+        return str(annotation).replace("typing.", "")
+    return getattr(annotation, "__name__", str(annotation))
 
 
 @app.command()
