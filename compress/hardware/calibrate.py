@@ -32,7 +32,23 @@ GEMM_SHAPES = [(m, k, n) for m in (1, 16, 128, 512)
                for k, n in ((256, 256), (768, 768), (768, 3072), (3072, 768), (2048, 2048))]
 # batched attention GEMMs (heads, tokens, head dim): scores = Q K^T and P V
 BMM_SHAPES = [(16, 128, 64), (8, 512, 64), (32, 64, 128)]
-COPY_MB = (64, 256)   # STREAM rule: beyond the caches, as a model's weights stream
+def _llc_mb() -> float:
+    """Last-level cache size (sysfs), for the STREAM sizing rule."""
+    best = 0.0
+    for f in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*/size"):
+        v = f.read_text().strip()
+        mult = {"K": 1 / 1024, "M": 1.0, "G": 1024.0}.get(v[-1:], 1 / 2**20)
+        try:
+            best = max(best, float(v.rstrip("KMG")) * mult)
+        except ValueError:
+            pass
+    return best or 32.0
+
+
+def copy_sizes_mb() -> tuple[int, ...]:
+    """STREAM's rule: each array at least 4x the last-level cache (capped at 2 GB), so the
+    copy streams from DRAM as a model's weights do."""
+    return (int(min(2048, max(256, 4 * _llc_mb()))),)
 # memory-bound activation ops, timed with the copies: (op, rows, cols)
 ELEMENTWISE = [("gelu", 128, 3072), ("softmax", 2048, 128), ("layer_norm", 512, 768)]
 
@@ -103,7 +119,7 @@ def _torch_benchmarks(threads: int) -> dict:
                   "layer_norm": lambda x=x, c=c: torch.nn.functional.layer_norm(x, (c,))}[op]
             out["elementwise"].append({"op": op, "flops": 0.0, "bytes": 2.0 * r * c * 4,
                                        "seconds": _time(fn)})  # recorded, not fitted
-        for mb in COPY_MB:
+        for mb in copy_sizes_mb():
             src = torch.empty(mb * 2**18)
             dst = torch.empty_like(src)
             s = _time(lambda d=dst, s_=src: d.copy_(s_))
