@@ -250,6 +250,149 @@ def cache(cache_dir: CacheDir = None,
                   f"runs referring to it: {u['runs']}")
 
 
+@app.command()
+def calibrate(out: Annotated[Path | None, typer.Option(
+                  "--out", help="calibration JSON [default: user cache dir "
+                  "(compress/calibration/calibration.json) or $COMPRESS_CALIBRATION]")] = None,
+              threads: Annotated[int, typer.Option("--threads", min=1,
+                                                   help="threads, pinned")] = 1):
+    """Fit the roofline's efficiencies on this machine from micro-benchmarks (~20-60 s)."""
+    from compress.hardware import calibrate as C
+
+    result = C.calibrate(threads=threads)
+    path = C.save(result, out or C.default_path())
+    m = result["machine"]
+    console.print(f"calibrated {m['hw_class']} ({m['cpu_model']}, {m['cores']} core(s), "
+                  f"{threads} thread(s)) in {result['wall_time_s']:.1f} s -> {path}")
+    for cls, fit in result["classes"].items():
+        t = Table("factor", "value", title=cls, header_style="bold")
+        for k, v in fit["compute_efficiency"].items():
+            t.add_row(f"compute efficiency {k}", f"{v:.3f}")
+        t.add_row("memory efficiency", f"{fit['memory_efficiency']:.3f}")
+        for k, v in fit["kernel_overhead_us"].items():
+            t.add_row(f"kernel overhead {k}", f"{v:.2f} us")
+        for k, v in fit["host_overhead_us"].items():
+            t.add_row(f"host overhead {k}", f"{v:.2f} us")
+        console.print(t)
+
+
+def _f(v, fmt):
+    import math
+
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    return format(v, fmt)
+
+
+@app.command()
+def recommend(run_dir: Annotated[Path, typer.Argument(help="a run directory")],
+              max_drop: Annotated[float | None, typer.Option(help="max absolute drop of the "
+                                                             "primary metric")] = None,
+              max_relative_drop: Annotated[float | None, typer.Option()] = None,
+              min_recovery: Annotated[float | None, typer.Option()] = None,
+              min_value: Annotated[float | None, typer.Option(
+                  help="floor of the primary metric (ceiling if lower is better)")] = None,
+              min_fidelity: Annotated[float | None, typer.Option()] = None,
+              max_latency_ms: Annotated[float | None, typer.Option(help="p95")] = None,
+              max_memory_mb: Annotated[float | None, typer.Option()] = None,
+              requests_per_day: Annotated[float | None, typer.Option()] = None,
+              peak_factor: Annotated[float, typer.Option()] = 1.0,
+              prices: Annotated[Path | None, typer.Option(help="YAML prices file: "
+                                                          "{prices: {T4: {price_per_hour, "
+                                                          "source}}}")] = None,
+              catalog_file: Annotated[list[Path] | None, typer.Option(
+                  "--catalog", help="extra catalog YAML, merged by target name")] = None,
+              calibration: Annotated[Path | None, typer.Option(
+                  help="calibration JSON [default: the user cache one, if any]")] = None,
+              target: Annotated[list[str] | None, typer.Option(
+                  "--target", help="only these targets (repeatable)")] = None,
+              all_rows: Annotated[bool, typer.Option("--all", help="also list unsupported "
+                                                     "and failing pairs")] = False,
+              format: Annotated[str, typer.Option("--format", help="table or json")] = "table"):
+    """Recommend the cheapest candidate x target that meets the quality, latency and memory
+    targets (suite targets unless overridden), with cost per 1k inferences."""
+    from compress.decide.cost import Traffic
+    from compress.decide.recommend import recommend_run
+    from compress.hardware import calibrate as C
+    from compress.hardware.catalog import load_catalog
+    from compress.results import load_run
+
+    run = load_run(run_dir)
+    cat = load_catalog(catalog_file or [], prices)
+    cal = C.load(calibration)
+    traffic = Traffic(requests_per_day, peak_factor) if requests_per_day else None
+    over = {"max_drop": max_drop, "max_relative_drop": max_relative_drop,
+            "min_recovery": min_recovery, "min_value": min_value,
+            "min_fidelity": min_fidelity, "max_latency_ms": max_latency_ms,
+            "max_memory_mb": max_memory_mb}
+    rec = recommend_run(run, over, cat, cal, traffic, target)
+    if format == "json":
+        sys.stdout.write(json.dumps({
+            "winner": rec.winner, "explanation": rec.explanation,
+            "provenance": rec.provenance,
+            "options": json.loads(rec.options.to_json(orient="records")),
+            "pareto": json.loads(rec.pareto.to_json(orient="records")),
+            "quality": json.loads(rec.quality.to_json(orient="records"))},
+            indent=2, default=str) + "\n")
+        return
+    console.print(f"[bold]{run.manifest['recipe']['resolved']['name']}[/bold]: "
+                  f"{rec.metric}, targets {rec.provenance['targets'] or 'none'}")
+    for line in rec.explanation:
+        console.print(("[green]" if line.startswith("Recommended") else "") + line
+                      + ("[/green]" if line.startswith("Recommended") else ""),
+                      highlight=False)
+    qt = Table("candidate", rec.metric, "drop", "quality", title="quality vs baseline "
+               "(measured)", header_style="bold")
+    for _, r in rec.quality.iterrows():
+        qt.add_row(r["candidate"], _f(r["value"], ".4f"), _f(r.get("drop"), "+.4f"),
+                   "[green]ok[/green]" if r["passes_quality"]
+                   else "[red]" + "; ".join(r["quality_reasons"]) + "[/red]")
+    console.print(qt)
+    opts = rec.options
+    if not all_rows:
+        opts = opts[opts["status"] != "unsupported"]
+    t = Table("candidate", "target", "runtime", "status", "figures", "batch", "p95 ms",
+              "inf/s", "mem GB", "$/h", "$ per 1k", *(["inst", "$/month"] if traffic
+                                                   else []), "reason",
+              title="candidate x target (measured = this machine; projected = roofline)",
+              header_style="bold")
+    qmap = dict(zip(rec.quality["candidate"], rec.quality["passes_quality"], strict=True))
+    for _, r in opts.iterrows():
+        status = r["status"] if qmap.get(r["candidate"]) or r["status"] != "ok" \
+            else "quality"
+        t.add_row(r["candidate"], r["target"], str(r["runtime"]), status, r["provenance"],
+                  _f(r["batch_size"], ".0f"), _f(r["latency_p95_ms"], ".2f"),
+                  _f(r["throughput_per_s"], ".1f"), _f(r["memory_gb"], ".2f"),
+                  _f(r["price_per_hour"], ".3f"), _f(r["cost_per_1k"], ".6f"),
+                  *([_f(r["instances"], ".0f"), _f(r["monthly_cost"], ",.0f")]
+                    if traffic else []), r["reason"] if isinstance(r["reason"], str) else "")
+    console.print(t)
+    hidden = (rec.options["status"] == "unsupported").sum()
+    if hidden and not all_rows:
+        reasons = rec.options[rec.options["status"] == "unsupported"]
+        console.print(f"{hidden} unsupported candidate x target pair(s) hidden (--all shows "
+                      "them), e.g.:")
+        for why in reasons["reason"].drop_duplicates().head(4):
+            console.print(f"  - {why}", highlight=False)
+    pt = Table("candidate", "target", "runtime", rec.metric, rec.ranking, "figures",
+               "meets quality", title="Pareto frontier: quality vs cost", header_style="bold")
+    for _, r in rec.pareto.iterrows():
+        pt.add_row(r["candidate"], r["target"], r["runtime"], _f(r["value"], ".4f"),
+                   _f(r["cost"], ".6f" if rec.ranking == "cost_per_1k" else ",.0f"),
+                   r["provenance"], "yes" if r["passes_quality"] else "no")
+    console.print(pt)
+    p = rec.provenance
+    changed = [f"{k} {v['price_per_hour']} ({v['source']})" for k, v in p["prices"].items()
+               if p["price_files"] and "override" in str(v["source"])]
+    console.print(f"catalog: {', '.join(p['catalog_files'])}; prices: "
+                  f"{', '.join(p['price_files']) or 'catalog defaults'}"
+                  + (f" [{'; '.join(changed)}]" if changed else "")
+                  + f"; calibration: {p['calibration']}; traffic: {p['traffic'] or 'none'}",
+                  highlight=False)
+    console.print("quality and local-cpu latency are measured; every other latency, "
+                  "throughput and cost figure is projected (roofline).", highlight=False)
+
+
 def main() -> None:
     """Console entry point: errors a user can act on print one line, never a traceback."""
     quiet.configure()

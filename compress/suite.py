@@ -100,6 +100,14 @@ class Targets(_Strict):
     max_memory_mb: float | None = Field(None, gt=0)
 
 
+class TrafficProfile(_Strict):
+    """Expected load: the recommendation counts whole instances at the peak and prices a
+    month of them."""
+
+    requests_per_day: float = Field(gt=0)
+    peak_factor: float = Field(1.0, ge=1, description="peak rate / mean rate")
+
+
 class Suite(_Strict):
     name: str
     task: Task
@@ -108,6 +116,7 @@ class Suite(_Strict):
     fidelity: FidelitySettings = FidelitySettings()
     latency: LatencySettings = LatencySettings()
     targets: Targets = Targets()
+    traffic: TrafficProfile | None = None
 
     @model_validator(mode="after")
     def _metrics_fit_task(self):

@@ -1,0 +1,1 @@
+"""Decisions from measured (and projected) figures: cost per target, the recommendation."""

@@ -1,0 +1,243 @@
+"""The hardware catalog: targets, their specs and capabilities, and prices.
+
+Specs and prices are data (catalog.yaml beside this file), not code: they change faster
+than the projection, and users bring their own market. `load_catalog(extra=[...],
+prices=...)` merges user YAML files by target name (a partial entry updates the fields it
+names; a new name adds a target) and records which files and which price for each target
+were used, so every report can say so.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from compress.errors import InputError
+
+CATALOG_FILE = Path(__file__).with_name("catalog.yaml")
+PRECISIONS = ("fp32", "tf32", "fp16", "bf16", "fp8", "int8", "int4")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Defaults(_Strict):
+    compute_efficiency: float = Field(0.7, gt=0, le=1)
+    memory_efficiency: float = Field(0.9, gt=0, le=1)
+    kernel_overhead_us: dict[str, float] = {"gpu": 5.0, "cpu": 2.0}
+    host_overhead_us: dict[str, float] = {"gpu": 50.0, "cpu": 50.0}
+    p95_over_p50: float = Field(1.1, ge=1)
+    workspace_gb: dict[str, float] = {"gpu": 0.5, "cpu": 0.2}
+
+
+class Format(_Strict):
+    compute: str = Field(description="GEMM precision, or 'model' for the model's float dtype")
+    weight_bits: float = Field(gt=0)
+    act_quant: bool = Field(False, description="activations quantized at run time (extra pass)")
+    note: str | None = None
+
+
+class Runtime(_Strict):
+    device: Literal["gpu", "cpu"]
+    framework: Literal["pytorch", "onnxruntime"]
+    fast: dict[str, float] = Field(description="format -> minimum compute capability (GPU)")
+    slow: dict[str, str] = Field({}, description="format -> why it has no fast path here")
+    kernel_scale: float = Field(1.0, gt=0, description="kernels launched relative to the "
+                                                       "unfused graph (TensorRT fuses layers)")
+
+
+class Target(_Strict):
+    name: str
+    kind: Literal["gpu", "cpu"]
+    hw_class: str = Field(description="calibration class; 'detect' for the machine at hand")
+    memory_gb: float = Field(ge=0)
+    bandwidth_gbps: float = Field(ge=0)
+    peak_tflops: dict[str, float] = Field({}, description="dense peak per precision (GPU)")
+    compute_capability: float | None = None
+    cores: int | None = Field(None, ge=0, description="CPU: physical cores (one worker each)")
+    vcpus: int | None = None
+    clock_ghz: float | None = None
+    flops_per_cycle: dict[str, float] = Field({}, description="CPU: per core, per precision")
+    price_per_hour: float | None = Field(None, ge=0)
+    price_source: str | None = None
+    spec_source: str | None = None
+    notes: str | None = None
+
+    @property
+    def workers(self) -> int:
+        """Independent single-stream servers on one instance (CPU: one per core)."""
+        return max(1, self.cores or 1) if self.kind == "cpu" else 1
+
+    def peak(self, precision: str) -> float | None:
+        """Peak FLOP/s (OP/s) of ONE worker at this precision; None where it has none."""
+        if self.kind == "gpu":
+            v = self.peak_tflops.get(precision)
+            return v * 1e12 if v else None
+        v = self.flops_per_cycle.get(precision)
+        return v * (self.clock_ghz or 0) * 1e9 if v and self.clock_ghz else None
+
+    def bandwidth(self) -> float:
+        """Bytes/s available to one worker."""
+        return self.bandwidth_gbps * 1e9 / self.workers
+
+
+class PriceOverride(_Strict):
+    price_per_hour: float = Field(ge=0)
+    source: str | None = None
+
+
+class CatalogFile(_Strict):
+    version: str | None = None
+    defaults: Defaults | None = None
+    formats: dict[str, Format] = {}
+    runtimes: dict[str, Runtime] = {}
+    targets: list[dict] = []
+    prices: dict[str, PriceOverride] = {}
+
+
+class Catalog:
+    """The merged catalog and where each part came from."""
+
+    def __init__(self, defaults: Defaults, formats: dict[str, Format],
+                 runtimes: dict[str, Runtime], targets: dict[str, Target],
+                 sources: list[str], price_files: list[str]):
+        self.defaults, self.formats, self.runtimes = defaults, formats, runtimes
+        self.targets, self.sources, self.price_files = targets, sources, price_files
+
+    def __getitem__(self, name: str) -> Target:
+        try:
+            return self.targets[name]
+        except KeyError:
+            raise InputError(f"unknown target {name!r}; the catalog has: "
+                             f"{', '.join(self.targets)}") from None
+
+    def names(self) -> list[str]:
+        return list(self.targets)
+
+    def prices(self) -> dict[str, dict]:
+        """What each target costs in this catalog, and the source of that price."""
+        return {t.name: {"price_per_hour": t.price_per_hour, "source": t.price_source}
+                for t in self.targets.values()}
+
+    def provenance(self) -> dict:
+        """For reports: which files and prices produced the figures."""
+        return {"catalog_files": self.sources, "price_files": self.price_files,
+                "prices": self.prices()}
+
+
+def _read(path: Path) -> CatalogFile:
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read catalog file ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        raise InputError(f"{path}: not valid YAML ({exc})") from None
+    try:
+        return CatalogFile.model_validate(data)
+    except ValidationError as exc:
+        raise InputError(f"{path}: {exc}") from None
+
+
+def _merge_target(old: dict | None, new: dict, where: str) -> Target:
+    merged = {**(old or {}), **new}
+    try:
+        return Target.model_validate(merged)
+    except ValidationError as exc:
+        raise InputError(f"{where}: target {new.get('name')!r}: {exc}") from None
+
+
+def detect_local(base: Target) -> Target:
+    """Fill `local-cpu` from this machine: cores available, clock, ISA, memory."""
+    flags, clock, model = "", 0.0, "cpu"
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+        flags = (re.search(r"^flags\s*:\s*(.*)$", info, re.M) or [None, ""])[1]
+        m = re.search(r"^cpu MHz\s*:\s*([\d.]+)", info, re.M)
+        clock = float(m.group(1)) / 1000 if m else 0.0
+        m = re.search(r"^model name\s*:\s*(.*)$", info, re.M)
+        model = m.group(1).strip() if m else model
+    except OSError:
+        pass
+    f = set(flags.split())
+    fpc = {"fp32": 64.0 if "avx512f" in f else 32.0 if "fma" in f else 8.0}
+    # ONNX Runtime's MLAS runs INT8 GEMMs on AMX tiles where the CPU has them
+    fpc["int8"] = (2048.0 if "amx_int8" in f else 256.0 if "avx512_vnni" in f
+                   else 128.0 if "avx2" in f else 32.0)
+    if "amx_bf16" in f:
+        fpc["bf16"] = 1024.0
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    try:
+        mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9
+    except (ValueError, OSError):
+        mem = 0.0
+    klass = "cpu-x86-avx512" if "avx512f" in f else "cpu-x86-avx2" if "avx2" in f else "cpu"
+    fields = base.model_dump()
+    # nominal 15 GB/s per core: the same nominal as the catalog's x86 instances, so that a
+    # calibrated memory efficiency carries over between them
+    fields.update(
+        hw_class=base.hw_class if base.hw_class != "detect" else klass,
+        cores=base.cores or cores, vcpus=base.vcpus or cores,
+        clock_ghz=base.clock_ghz or clock or 2.0,
+        flops_per_cycle=base.flops_per_cycle or fpc,
+        memory_gb=base.memory_gb or round(mem, 1),
+        bandwidth_gbps=base.bandwidth_gbps or 15.0 * (base.cores or cores),
+        spec_source=f"detected: {model}, {cores} core(s) available, "
+                    f"{clock or 2.0:.2f} GHz, flags {'avx512' if 'avx512f' in f else 'avx2'}"
+                    f"{'+vnni' if 'avx512_vnni' in f else ''}{'+amx' if 'amx_bf16' in f else ''}")
+    return Target.model_validate(fields)
+
+
+def load_catalog(extra: list[str | Path] | None = None,
+                 prices: str | Path | None = None) -> Catalog:
+    """The shipped catalog, then each `extra` file merged by target name, then a prices file
+    (a catalog file with only `prices: {TARGET: {price_per_hour, source}}`)."""
+    files = [CATALOG_FILE, *[Path(p) for p in extra or []]]
+    defaults, formats, runtimes = Defaults(), {}, {}
+    raw: dict[str, dict] = {}
+    for path in files:
+        cf = _read(path)
+        if cf.defaults is not None:
+            defaults = cf.defaults
+        formats.update(cf.formats)
+        for name, rt in cf.runtimes.items():
+            runtimes[name] = rt
+        for t in cf.targets:
+            if "name" not in t:
+                raise InputError(f"{path}: every target needs a name")
+            raw[t["name"]] = _merge_target(raw.get(t["name"]), t, str(path)).model_dump(
+                exclude_unset=False)
+        for name, p in cf.prices.items():
+            if name not in raw:
+                raise InputError(f"{path}: price for unknown target {name!r}")
+            raw[name].update(price_per_hour=p.price_per_hour,
+                             price_source=p.source or f"override from {path}")
+    price_files = []
+    if prices is not None:
+        cf = _read(Path(prices))
+        price_files.append(str(Path(prices)))
+        entries = dict(cf.prices)
+        for t in cf.targets:  # a prices file may also carry targets
+            raw[t["name"]] = _merge_target(raw.get(t["name"]), t, str(prices)).model_dump()
+        for name, p in entries.items():
+            if name not in raw:
+                raise InputError(f"{prices}: price for unknown target {name!r}; known: "
+                                 f"{', '.join(raw)}")
+            raw[name].update(price_per_hour=p.price_per_hour,
+                             price_source=p.source or f"override from {prices}")
+    targets = {}
+    for name, fields in raw.items():
+        t = Target.model_validate(fields)
+        if t.hw_class == "detect" or name == "local-cpu":
+            t = detect_local(t)
+        targets[name] = t
+    return Catalog(defaults, formats, runtimes, targets, [str(f) for f in files], price_files)
+
+
+def default_catalog() -> Catalog:
+    return load_catalog()

@@ -1,0 +1,143 @@
+"""Roofline projection of one candidate onto one target, through one runtime.
+
+Per op group: time = max(FLOPs / (peak[precision] x compute_eff[precision]),
+                         bytes / (bandwidth x memory_eff)) + kernels x kernel overhead,
+plus a host overhead per inference. Efficiencies and overheads come from a calibration
+of the target's hardware class (micro-benchmarks only, see calibrate.py) or, without one,
+the catalog's published defaults; the projection says which.
+
+A candidate is projected only through a runtime that can run THIS artifact at its
+precision (the catalog's runtime table, the target's compute capability and peaks);
+otherwise the pair is "unsupported", with the reason. Every figure is labelled projected.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from compress.hardware.catalog import Catalog, Target
+from compress.hardware.formats import ArtifactInfo
+from compress.hardware.work import Work
+
+
+@dataclass
+class Efficiency:
+    """The derating of a target's peaks: from a calibration or published defaults."""
+
+    compute: dict[str, float]           # "runtime:precision" or "precision" -> fraction
+    memory: float
+    kernel_overhead_s: float
+    host_overhead_s: float
+    source: str                          # calibration file/date, or "published defaults"
+    default_compute: float = 0.7
+
+    def for_precision(self, runtime: str, precision: str) -> tuple[float, str]:
+        for key in (f"{runtime}:{precision}", precision):
+            if key in self.compute:
+                return self.compute[key], self.source
+        return self.default_compute, "published default"
+
+
+def efficiency_for(target: Target, catalog: Catalog, framework: str,
+                   calibration: dict | None = None) -> Efficiency:
+    d = catalog.defaults
+    cls = ((calibration or {}).get("classes") or {}).get(target.hw_class)
+    if cls:
+        k = cls.get("kernel_overhead_us") or {}
+        h = cls.get("host_overhead_us") or {}
+        return Efficiency(
+            compute=dict(cls.get("compute_efficiency") or {}),
+            memory=float(cls.get("memory_efficiency", d.memory_efficiency)),
+            kernel_overhead_s=float(k.get(framework, d.kernel_overhead_us[target.kind])) / 1e6,
+            host_overhead_s=float(h.get(framework, d.host_overhead_us[target.kind])) / 1e6,
+            source=f"calibration {calibration.get('name', '?')} "
+                   f"({calibration.get('created', '?')[:10]}, {target.hw_class})",
+            default_compute=d.compute_efficiency)
+    return Efficiency({}, d.memory_efficiency, d.kernel_overhead_us[target.kind] / 1e6,
+                      d.host_overhead_us[target.kind] / 1e6, "published defaults",
+                      d.compute_efficiency)
+
+
+def runtimes_for(info: ArtifactInfo, target: Target, catalog: Catalog) -> list[str]:
+    """The runtimes of the artifact's framework on the target's kind of device."""
+    return [name for name, rt in catalog.runtimes.items()
+            if rt.device == target.kind and rt.framework == info.framework]
+
+
+def compute_precision(info: ArtifactInfo, catalog: Catalog) -> str:
+    fmt = catalog.formats.get(info.format or "")
+    if fmt is None or fmt.compute == "model":
+        return info.model_dtype
+    return fmt.compute
+
+
+def capability(info: ArtifactInfo, target: Target, runtime: str, catalog: Catalog
+               ) -> str | None:
+    """None when `runtime` runs this artifact fast on `target`, else the reason why not."""
+    if info.format is None:
+        return info.why_unknown or "unknown format"
+    rt = catalog.runtimes[runtime]
+    if info.format in rt.slow:
+        return f"{runtime}: {rt.slow[info.format]}"
+    if info.format not in rt.fast:
+        return f"{runtime} has no fast kernels for {info.format}"
+    need = rt.fast[info.format]
+    cc = target.compute_capability
+    if target.kind == "gpu" and need and (cc is None or cc < need):
+        return (f"{info.format} on {runtime} needs compute capability {need:g}+; "
+                f"{target.name} has {cc:g}")
+    for p in {compute_precision(info, catalog), info.model_dtype}:
+        if not target.peak(p):
+            extra = f" (compute capability {cc:g})" if cc else ""
+            return f"{target.name}{extra} has no {p} {'tensor cores' if cc else 'kernels'}"
+    return None
+
+
+@dataclass
+class Projection:
+    """Projected time of one Work on one target through one runtime."""
+
+    target: str
+    runtime: str
+    phase: str
+    batch_size: int
+    seq_len: int
+    time_s: float
+    compute_s: float
+    memory_s: float
+    overhead_s: float
+    efficiency_source: str
+    rows: list[dict] = field(default_factory=list)
+    provenance: str = "projected"
+
+    @property
+    def ms(self) -> float:
+        return self.time_s * 1e3
+
+
+def project(work: Work, target: Target, runtime: str, eff: Efficiency,
+            kernel_scale: float = 1.0) -> Projection:
+    """The roofline time of `work` on `target` (per single-stream worker)."""
+    bw = target.bandwidth() * eff.memory
+    rows, total, comp_s, mem_s, over_s = [], 0.0, 0.0, 0.0, 0.0
+    for g in work.groups:
+        c = 0.0
+        if g.flops:
+            peak = target.peak(g.precision)
+            e, _ = eff.for_precision(runtime, g.precision)
+            if not peak:
+                raise ValueError(f"{target.name} has no {g.precision} peak")
+            c = g.flops / (peak * e)
+        m = g.bytes / bw if bw else 0.0
+        o = g.kernels * kernel_scale * eff.kernel_overhead_s
+        t = max(c, m) + o
+        rows.append({"group": g.name, "precision": g.precision, "compute_ms": c * 1e3,
+                     "memory_ms": m * 1e3, "overhead_ms": o * 1e3, "time_ms": t * 1e3,
+                     "bound": "compute" if c >= m else "memory"})
+        total += t
+        comp_s += c
+        mem_s += m
+        over_s += o
+    total += eff.host_overhead_s
+    return Projection(target.name, runtime, work.phase, work.batch_size, work.seq_len, total,
+                      comp_s, mem_s, over_s + eff.host_overhead_s, eff.source, rows)

@@ -1,0 +1,163 @@
+"""Cost arithmetic, memory fit, recommendation filtering, tie-breaks, price overrides."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from compress.decide.cost import (
+    Traffic,
+    cost_per_1k,
+    cost_table,
+    instances_needed,
+    monthly_cost,
+)
+from compress.decide.recommend import quality_checks, recommend
+from compress.hardware.catalog import load_catalog
+from compress.hardware.formats import ArtifactInfo
+from compress.hardware.projection import CandidateModel, Setting
+
+
+def test_cost_arithmetic():
+    assert cost_per_1k(3.6, 100.0) == pytest.approx(0.01)   # $0.001/s / 100 per s x 1000
+    t = Traffic(requests_per_day=864_000, peak_factor=2.0)  # 10 rps mean, 20 at peak
+    assert t.peak_rps == pytest.approx(20.0)
+    assert instances_needed(t, 20.0) == 1 and instances_needed(t, 19.9) == 2
+    assert instances_needed(Traffic(1.0), 1000.0) == 1
+    assert monthly_cost(1.0, 3) == pytest.approx(3 * 730)
+
+
+def _model(name, hidden=64, layers=2, fmt="fp32", kind="pytorch", framework="pytorch"):
+    cfg = {"model_type": "bert", "hidden_size": hidden, "num_hidden_layers": layers,
+           "num_attention_heads": 4, "intermediate_size": 4 * hidden, "vocab_size": 1000}
+    return CandidateModel(name, None, kind,
+                          info=ArtifactInfo(None, kind, framework, fmt, "fp32", config=cfg))
+
+
+def test_memory_fit_and_latency_bound_the_batch():
+    cat = load_catalog()
+    small, huge = _model("small"), _model("huge", hidden=8192, layers=96)
+    rows = [{"candidate": "small", "kind": "pytorch"}, {"candidate": "huge", "kind": "pytorch"}]
+    df = cost_table(rows, cat, Setting(128), None, max_latency_ms=None, traffic=None,
+                    targets=["T4", "H200"], models={"small": small, "huge": huge})
+    h = df[df.candidate == "huge"].set_index("target")
+    # ~77B params in fp32 (~310 GB): fits neither 16 GB nor 141 GB
+    assert (h["status"] == "too big").all() and "GB" in h.loc["T4", "reason"]
+    s = df[df.candidate == "small"].set_index("target")
+    assert (s["status"] == "ok").all() and s.loc["T4", "batch_size"] == 64
+    tight = cost_table(rows[:1], cat, Setting(128), None, max_latency_ms=0.001,
+                       targets=["T4"], models={"small": small})
+    assert tight.iloc[0]["status"] == "too slow" and "p95" in tight.iloc[0]["reason"]
+    loose = cost_table(rows[:1], cat, Setting(128), None, max_latency_ms=1.0,
+                       targets=["T4"], models={"small": small}).iloc[0]
+    assert loose["status"] == "ok" and 1 <= loose["batch_size"] < 64
+    assert loose["latency_p95_ms"] <= 1.0
+    assert loose["cost_per_1k"] == pytest.approx(0.526 / 3.6 / loose["throughput_per_s"])
+
+
+def _summary(**extra):
+    rows = [
+        {"candidate": "teacher", "accuracy": 0.95, "top1_agreement": None, "size_mb": 90},
+        {"candidate": "int8", "accuracy": 0.945, "top1_agreement": 0.99, "size_mb": 23},
+        {"candidate": "tiny", "accuracy": 0.90, "top1_agreement": 0.93, "size_mb": 10},
+    ]
+    for r in rows:
+        r.update(status="ok", baseline="teacher", kind="pytorch", seq_len=128)
+    return pd.DataFrame(rows)
+
+
+def _options(prices: dict[str, float]):
+    rows = []
+    for cand, tput in (("teacher", 100.0), ("int8", 300.0), ("tiny", 1000.0)):
+        for target, price in prices.items():
+            rows.append({"candidate": cand, "target": target, "runtime": "rt",
+                         "status": "ok", "provenance": "projected", "batch_size": 1,
+                         "latency_p95_ms": 1.0, "throughput_per_s": tput,
+                         "price_per_hour": price, "cost_per_1k": cost_per_1k(price, tput),
+                         "instances": None, "monthly_cost": None, "reason": None})
+    return pd.DataFrame(rows)
+
+
+def test_pareto_drops_dominated():
+    opts = _options({"T4": 0.5})
+    opts.loc[opts.candidate == "int8", "cost_per_1k"] = 1.0   # worse and dearer than teacher
+    rec = recommend(_summary(), "accuracy", {}, load_catalog(), None, Setting(128),
+                    options=opts)
+    assert "int8" not in set(rec.pareto["candidate"])
+
+
+def test_quality_filters_and_lower_is_better():
+    q = quality_checks(_summary(), {"max_drop": 0.01, "min_fidelity": 0.95}, "accuracy")
+    ok = dict(zip(q.candidate, q.passes_quality, strict=True))
+    assert ok == {"teacher": True, "int8": True, "tiny": False}
+    q = quality_checks(_summary(), {"min_recovery": 0.99}, "accuracy")
+    assert not q.set_index("candidate").loc["tiny", "passes_quality"]
+    ppl = pd.DataFrame([{"candidate": "m", "perplexity": 20.0, "baseline": "m", "status": "ok"},
+                        {"candidate": "q", "perplexity": 21.5, "baseline": "m", "status": "ok"}])
+    q = quality_checks(ppl, {"max_relative_drop": 0.05}, "perplexity").set_index("candidate")
+    assert q.loc["q", "drop"] == pytest.approx(1.5) and not q.loc["q", "passes_quality"]
+    q = quality_checks(ppl, {"max_relative_drop": 0.10, "min_value": 21.0}, "perplexity")
+    assert "ceiling" in q.set_index("candidate").loc["q", "quality_reasons"][0]
+
+
+def test_recommend_cheapest_passing_and_explains():
+    rec = recommend(_summary(), "accuracy", {"max_drop": 0.01}, load_catalog(), None,
+                    Setting(128), options=_options({"T4": 0.5, "A100-80GB": 4.0}))
+    assert (rec.winner["candidate"], rec.winner["target"]) == ("int8", "T4")
+    text = "\n".join(rec.explanation)
+    assert "Baseline teacher" in text and "3.0x the winner" in text
+    # each is best at something: tiny cheapest, teacher most accurate, int8 in between
+    assert list(rec.pareto["candidate"]) == ["tiny", "int8", "teacher"]
+    assert list(rec.pareto["target"]) == ["T4", "T4", "T4"]
+
+
+def test_tie_break_prefers_better_quality_then_smaller():
+    s = _summary()
+    s.loc[s.candidate == "tiny", "accuracy"] = 0.945   # same quality as int8, smaller
+    s.loc[s.candidate == "tiny", "top1_agreement"] = 0.99
+    opts = _options({"T4": 0.5})
+    opts["throughput_per_s"] = 300.0
+    opts["cost_per_1k"] = cost_per_1k(0.5, 300.0)
+    rec = recommend(s, "accuracy", {"max_drop": 0.01}, load_catalog(), None, Setting(128),
+                    options=opts)
+    assert rec.winner["candidate"] == "teacher"         # equal cost: better accuracy wins
+    s.loc[s.candidate == "teacher", "accuracy"] = 0.945
+    rec = recommend(s, "accuracy", {"max_drop": 0.01}, load_catalog(), None, Setting(128),
+                    options=opts)
+    assert rec.winner["candidate"] == "tiny"            # equal quality: smaller model wins
+    assert "tie" in rec.explanation[1]
+
+
+def test_nothing_qualifies_says_what_came_closest():
+    rec = recommend(_summary(), "accuracy", {"min_value": 0.99}, load_catalog(), None,
+                    Setting(128), options=_options({"T4": 0.5}))
+    assert rec.winner is None and rec.explanation[0] == "Nothing meets the targets."
+    assert any("Closest on quality: int8" in e for e in rec.explanation)
+
+
+def test_price_override_changes_the_choice(tmp_path):
+    opts = _options({"T4": 0.5, "L4": 0.8})
+    rec = recommend(_summary(), "accuracy", {"max_drop": 0.01}, load_catalog(), None,
+                    Setting(128), options=opts)
+    assert rec.winner["target"] == "T4"
+    prices = tmp_path / "p.yaml"
+    prices.write_text("prices:\n  L4: {price_per_hour: 0.2, source: spot market}\n")
+    cat = load_catalog(prices=prices)
+    opts2 = _options({"T4": cat["T4"].price_per_hour, "L4": cat["L4"].price_per_hour})
+    rec = recommend(_summary(), "accuracy", {"max_drop": 0.01}, cat, None, Setting(128),
+                    options=opts2)
+    assert rec.winner["target"] == "L4"
+    assert rec.provenance["prices"]["L4"]["source"] == "spot market"
+
+
+def test_traffic_ranks_by_whole_instances():
+    opts = _options({"T4": 0.5, "H200": 8.0})
+    opts.loc[opts.target == "H200", "throughput_per_s"] = 100_000.0
+    t = Traffic(requests_per_day=86_400 * 5000, peak_factor=1.0)   # 5,000 rps
+    for i, r in opts.iterrows():
+        opts.loc[i, "instances"] = instances_needed(t, r["throughput_per_s"])
+        opts.loc[i, "monthly_cost"] = monthly_cost(r["price_per_hour"], opts.loc[i, "instances"])
+    rec = recommend(_summary(), "accuracy", {"max_drop": 0.01}, load_catalog(), None,
+                    Setting(128), traffic=t, options=opts)
+    # int8 on T4 needs 17 instances ($6,205); one H200 serves it all ($5,840)
+    assert rec.winner["target"] == "H200" and rec.ranking == "monthly_cost"

@@ -1,0 +1,147 @@
+"""Catalog, capability filtering, roofline arithmetic and calibration fit (no models)."""
+
+from __future__ import annotations
+
+import pytest
+
+from compress.hardware.calibrate import fit_roofline
+from compress.hardware.catalog import load_catalog
+from compress.hardware.formats import ArtifactInfo, classify
+from compress.hardware.roofline import Efficiency, capability, project
+from compress.hardware.work import OpGroup, Work, count_work
+
+
+@pytest.fixture(scope="module")
+def cat():
+    return load_catalog()
+
+
+def info(fmt, framework="pytorch", kind="pytorch", dtype="fp32"):
+    return ArtifactInfo(None, kind, framework, fmt, dtype)
+
+
+def test_catalog_has_the_targets(cat):
+    for name in ("T4", "L4", "A10", "A10G", "A100-40GB", "A100-80GB", "L40S", "H100-SXM",
+                 "H100-PCIe", "H200", "c7i.xlarge", "c7i.4xlarge", "local-cpu"):
+        t = cat[name]
+        assert t.memory_gb > 0 and t.bandwidth_gbps > 0 and t.price_source
+    assert cat["T4"].peak("bf16") is None and cat["A100-40GB"].peak("fp8") is None
+    assert cat["H100-SXM"].peak("fp8") == 1979e12
+
+
+def test_capability_filtering(cat):
+    assert "8.9" in capability(info("fp8"), cat["A100-80GB"], "pytorch-cuda", cat)
+    assert capability(info("fp8"), cat["H100-SXM"], "pytorch-cuda", cat) is None
+    why = capability(info("bf16", dtype="bf16"), cat["T4"], "pytorch-cuda", cat)
+    assert why and "8" in why and "7.5" in why
+    assert capability(info("fp16", dtype="fp16"), cat["T4"], "pytorch-cuda", cat) is None
+    dyn = info("int8-dynamic-ort", "onnxruntime", "onnx-quantized")
+    assert "no INT8 kernels" in capability(dyn, cat["A100-80GB"], "ort-cuda", cat)
+    assert capability(dyn, cat["A100-80GB"], "ort-tensorrt", cat) is not None
+    assert capability(dyn, cat["c7i.xlarge"], "ort-cpu", cat) is None
+    qdq = info("int8-static-qdq", "onnxruntime", "onnx-quantized")
+    assert capability(qdq, cat["T4"], "ort-tensorrt", cat) is None
+    assert "no INT8 kernels" in capability(qdq, cat["T4"], "ort-cuda", cat)
+    assert capability(info("fp32"), cat["T4"], "pytorch-cuda", cat) is None
+    assert "slower" in capability(info("int8-bnb"), cat["L4"], "pytorch-cuda", cat)
+
+
+def test_classify_formats_from_backend_and_ops():
+    assert classify("onnx-quantized", "ort-dynamic-int8", {}, set(), "fp32")[0] == \
+        "int8-dynamic-ort"
+    assert classify("onnx-quantized", None, {}, {"QuantizeLinear", "DequantizeLinear"},
+                    "fp32")[0] == "int8-static-qdq"
+    assert classify("onnx-quantized", "ort-int4-weight", {}, set(), "fp32")[0] == \
+        "int4-weight-only"
+    assert classify("pytorch-quantized", "bnb-nf4", {}, set(), "fp32")[0] == "int4-weight-only"
+    assert classify("pytorch-quantized", "bnb-int8", {}, set(), "fp32")[0] == "int8-bnb"
+    assert classify("pytorch", "bf16", {}, set(), "bf16")[0] == "bf16"
+    assert classify("pytorch-quantized", "mystery", {}, set(), "fp32")[0] is None
+
+
+def test_roofline_hand_computed(cat):
+    t = cat["A100-80GB"]  # 312 TF fp16, 2039 GB/s
+    eff = Efficiency({"fp16": 0.5}, 0.5, 10e-6, 100e-6, "test")
+    w = Work("forward", 1, 1, 1, groups=[
+        OpGroup("a", "gemm", "fp16", flops=312e12 * 0.5 * 1e-3, weight_bytes=0, kernels=2),
+        OpGroup("b", "norm", "fp16", flops=0, act_bytes=2039e9 * 0.5 * 2e-3, kernels=1)])
+    p = project(w, t, "pytorch-cuda", eff)
+    # a: 1 ms compute + 2 x 10 us; b: 2 ms memory + 10 us; + 100 us host
+    assert p.time_s == pytest.approx(1e-3 + 20e-6 + 2e-3 + 10e-6 + 100e-6)
+    assert [r["bound"] for r in p.rows] == ["compute", "memory"]
+    assert project(w, t, "ort-tensorrt", eff, kernel_scale=0.5).time_s == \
+        pytest.approx(p.time_s - 15e-6)
+
+
+def test_count_work_bert_shapes(cat):
+    i = ArtifactInfo(None, "pytorch", "pytorch", "fp32", "fp32", config={
+        "model_type": "bert", "hidden_size": 64, "num_hidden_layers": 2,
+        "num_attention_heads": 4, "intermediate_size": 256, "vocab_size": 100})
+    w = count_work(i, cat.formats, batch_size=2, seq_len=8)
+    tokens = 16
+    gemm = 2 * tokens * 2 * (64 * 192 + 64 * 64 + 64 * 256 * 2)
+    attn = 2 * 2 * 2 * 2 * 4 * 8 * 8 * 16
+    assert w.total_flops == pytest.approx(gemm + attn)
+    # int8 weights read a quarter of the fp32 bytes
+    q = count_work(ArtifactInfo(None, "onnx-quantized", "onnxruntime", "int8-dynamic-ort",
+                                "fp32", config=i.config), cat.formats, 2, 8)
+    wb = sum(g.weight_bytes for g in w.groups if g.kind == "gemm")
+    assert sum(g.weight_bytes for g in q.groups if g.kind == "gemm") == pytest.approx(wb / 4)
+    assert q.flops["int8"] == pytest.approx(gemm)
+
+
+def test_pruned_layer_shapes_from_weights(cat):
+    cfg = {"model_type": "bert", "hidden_size": 64, "num_hidden_layers": 2,
+           "num_attention_heads": 4, "intermediate_size": 256, "vocab_size": 100}
+    shapes = {"encoder.layer.1.intermediate.dense.weight": [128, 64],
+              "encoder.layer.1.attention.self.query.weight": [32, 64]}
+    i = ArtifactInfo(None, "pytorch-pruned", "pytorch", "fp32", "fp32", config=cfg,
+                     tensor_shapes=shapes)
+    full = count_work(ArtifactInfo(None, "pytorch", "pytorch", "fp32", "fp32", config=cfg),
+                      cat.formats, 1, 8)
+    pruned = count_work(i, cat.formats, 1, 8)
+    assert pruned.total_flops < full.total_flops
+
+
+def test_decode_reads_all_weights_and_kv(cat):
+    cfg = {"model_type": "llama", "hidden_size": 64, "num_hidden_layers": 2,
+           "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 128,
+           "vocab_size": 1000, "architectures": ["LlamaForCausalLM"]}
+    i = ArtifactInfo(None, "pytorch", "pytorch", "fp32", "fp32", config=cfg)
+    d1 = count_work(i, cat.formats, 1, 16, "decode", context=16)
+    d2 = count_work(i, cat.formats, 1, 16, "decode", context=1016)
+    weights = 4 * (2 * (64 * (64 + 2 * 32) + 64 * 64 + 3 * 64 * 128) + 1000 * 64)
+    assert sum(g.weight_bytes for g in d1.groups if g.kind in ("gemm", "head")) == \
+        pytest.approx(weights)
+    # the KV cache read grows with the context: layers x (K, V) x kv heads x head dim x 4 B
+    assert d2.total_bytes - d1.total_bytes >= 2 * 2 * 2 * 16 * 1000 * 4
+
+
+def test_fit_roofline_recovers_known_factors():
+    peak, bw = 100e9, 10e9
+    rows = []
+    for f, b in ((1e6, 1e3), (1e8, 1e4), (1e9, 1e5), (1e3, 1e8), (1e3, 1e7)):
+        t = max(f / (peak * 0.5), b / (bw * 0.8)) + 5e-6
+        rows.append({"flops": f, "bytes": b, "seconds": t})
+    e, m, o = fit_roofline(rows, peak, bw)
+    assert e == pytest.approx(0.5, rel=0.05) and m == pytest.approx(0.8, rel=0.05)
+    assert o == pytest.approx(5e-6, rel=0.2)
+
+
+def test_user_catalog_and_prices_merge(tmp_path):
+    extra = tmp_path / "mine.yaml"
+    extra.write_text("targets:\n  - {name: T4, memory_gb: 15}\n"
+                     "  - {name: MyGPU, kind: gpu, hw_class: gpu-cuda, memory_gb: 8,\n"
+                     "     bandwidth_gbps: 100, peak_tflops: {fp32: 1}, "
+                     "compute_capability: 8.0, price_per_hour: 0.1}\n")
+    prices = tmp_path / "prices.yaml"
+    prices.write_text("prices:\n  T4: {price_per_hour: 0.2, source: spot}\n")
+    c = load_catalog([extra], prices)
+    assert c["T4"].memory_gb == 15 and c["T4"].bandwidth_gbps == 320
+    assert c["T4"].price_per_hour == 0.2 and c["T4"].price_source == "spot"
+    assert "MyGPU" in c.names() and str(prices) in c.provenance()["price_files"]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("prices:\n  Nope: {price_per_hour: 1}\n")
+    from compress.errors import InputError
+    with pytest.raises(InputError, match="unknown target"):
+        load_catalog(prices=bad)
