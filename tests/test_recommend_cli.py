@@ -49,7 +49,7 @@ def test_recommend_cli_prints_the_winner(tiny_run, tmp_path):
     win = json.loads(j.stdout)["winner"]
     assert win["candidate"] in {"teacher", "onnx", "int8"}
     assert win["target"] in {"local-cpu", "T4", "A100-80GB"}
-    assert f"Recommended {win['candidate']} on {win['target']}" in out.replace("\n", " ")
+    assert f"Recommended: {win['candidate']} on {win['target']} via {win['runtime']}" in out
     # an impossible quality target: nothing qualifies, said plainly, still exit 0
     n = run_cli("recommend", str(tiny_run), "--max-drop", "-1", "--target", "T4",
                 env={"COMPRESS_CALIBRATION": str(tmp_path / "none.json")}, timeout=120)
