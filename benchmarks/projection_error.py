@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
+from datetime import UTC, datetime
 
 from scipy.stats import spearmanr
 
@@ -26,11 +28,20 @@ def main() -> None:
     ap.add_argument("runs", nargs="+")
     ap.add_argument("--calibration", help="calibration JSON; default: calibrate now")
     args = ap.parse_args()
+    load0 = C._loadavg()
     cal = C.load(args.calibration) if args.calibration else C.calibrate(threads=1)
     catalog = load_catalog()
     target = catalog["local-cpu"]
+    la = cal.get("load_average") or {}
+    print(f"# {datetime.now(UTC).isoformat(timespec='seconds')}, {cal['machine']['cpu_model']}"
+          f" ({cal['machine']['cores']} cores, {cal['machine']['hw_class']}), "
+          f"{cal['threads']} thread; load average at start {load0}")
+    print(f"# reproduce: PYTHONPATH=. python benchmarks/projection_error.py "
+          f"{' '.join(sys.argv[1:])}")
     print(f"calibration: {cal['name']} {cal['created']} ({cal['machine']['cpu_model']}, "
-          f"{cal['threads']} thread), fitted from micro-benchmarks only")
+          f"{cal['threads']} thread, load {la.get('before')} -> {la.get('after')}), "
+          f"micro-benchmarks only; GEMM size curves: "
+          f"{', '.join(next(iter(cal['classes'].values())).get('gemm_curves') or ['none'])}")
     rows = []
     for path in args.runs:
         run = load_run(path)
@@ -67,6 +78,7 @@ def main() -> None:
     print(f"figures: {len(rows)}; median |error| {med:.1%} (target <= 35%: "
           f"{'met' if med <= 0.35 else 'NOT met'}); max |error| {max(errs):.1%}; "
           f"Spearman {rho:.3f} (target >= 0.8: {'met' if rho >= 0.8 else 'NOT met'})")
+    print(f"# load average at end {C._loadavg()}")
 
 
 if __name__ == "__main__":

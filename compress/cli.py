@@ -256,7 +256,9 @@ def calibrate(out: Annotated[Path | None, typer.Option(
                   "(compress/calibration/calibration.json) or $COMPRESS_CALIBRATION]")] = None,
               threads: Annotated[int, typer.Option("--threads", min=1,
                                                    help="threads, pinned")] = 1):
-    """Fit the roofline's efficiencies on this machine from micro-benchmarks (~20-60 s)."""
+    """Measure this machine's roofline factors from micro-benchmarks only (~15-40 s): GEMM
+    efficiency by size per precision and runtime, attention matmuls, vector-op rates, memory
+    bandwidth, per-kernel and per-call overheads. Run it on a quiet machine."""
     from compress.hardware import calibrate as C
 
     result = C.calibrate(threads=threads)
@@ -273,7 +275,16 @@ def calibrate(out: Annotated[Path | None, typer.Option(
             t.add_row(f"kernel overhead {k}", f"{v:.2f} us")
         for k, v in fit["host_overhead_us"].items():
             t.add_row(f"host overhead {k}", f"{v:.2f} us")
+        for k, pts in (fit.get("gemm_curves") or {}).items():
+            t.add_row(f"GEMM efficiency curve {k}", "  ".join(
+                f"{e:.2f}@{f:.0e}" for f, e in pts[::max(1, len(pts) // 5)]) + " (eff@flops/call)")
+        for rt, ops in (fit.get("vector_rates") or {}).items():
+            t.add_row(f"vector ops {rt}", "  ".join(
+                f"{op} {tab[-1][1] / 1e9:.2f}" for op, tab in ops.items()) + " G elements/s")
         console.print(t)
+    console.print(f"load average before/after: {result['load_average']['before']} / "
+                  f"{result['load_average']['after']} (calibrate on a quiet machine)",
+                  highlight=False)
 
 
 def _f(v, fmt):

@@ -145,3 +145,36 @@ def test_user_catalog_and_prices_merge(tmp_path):
     from compress.errors import InputError
     with pytest.raises(InputError, match="unknown target"):
         load_catalog(prices=bad)
+
+
+def test_size_curve_and_vector_rates_charge_small_ops_what_they_measured(cat):
+    from compress.hardware.calibrate import interp_log, size_curve, vector_table
+
+    peak = 100e9
+    # measured: small GEMMs reach 10% of peak, large ones 80%
+    rows = [{"flops": f, "seconds": f / (peak * e)} for f, e in ((1e5, 0.1), (1e9, 0.8))]
+    curve = size_curve(rows, peak)
+    assert interp_log(curve, 1e5) == pytest.approx(0.1, rel=0.15)
+    assert interp_log(curve, 1e9) == pytest.approx(0.8, rel=0.15)
+    assert interp_log(curve, 1e3) == pytest.approx(interp_log(curve, 1e5))  # clamped
+    rates = vector_table([{"op": "gelu", "elements": 1e4, "seconds": 1e-5},
+                          {"op": "gelu", "elements": 1e6, "seconds": 1e-3}])
+    assert rates["gelu"] == [[1e4, pytest.approx(1e9)], [1e6, pytest.approx(1e9)]]
+    t = cat["A100-80GB"]
+    eff = Efficiency({"fp16": 0.5}, 0.5, 10e-6, 0.0, "test",
+                     curves={"pytorch-cuda:fp16": [[1e5, 0.1], [1e9, 0.8]]},
+                     vector_rates={"pytorch-cuda": rates})
+    w = Work("forward", 1, 1, 1, groups=[
+        OpGroup("g", "gemm", "fp16", flops=2e5, kernels=4, calls=2),
+        OpGroup("a", "act", "fp16", act_bytes=1.0, kernels=5, calls=1, elements=1e5,
+                op="gelu"),
+        OpGroup("n", "norm", "fp16", act_bytes=1.0, kernels=1, calls=1, elements=1e5,
+                op="layer_norm")])
+    p = project(w, t, "pytorch-cuda", eff)
+    g, a, n = p.rows
+    # two calls of 1e5 flops at the small-GEMM efficiency; overhead inside the measurement
+    assert g["compute_ms"] == pytest.approx(2e5 / (312e12 * 0.1) * 1e3)
+    assert g["overhead_ms"] == 0 and g["efficiency"] == "size curve"
+    assert a["compute_ms"] == pytest.approx(1e5 / 1e9 * 1e3) and a["efficiency"] == "vector rate"
+    # no measured rate for layer_norm: memory roofline plus kernel overhead, as before
+    assert n["efficiency"] == "scalar" and n["overhead_ms"] == pytest.approx(10e-3)

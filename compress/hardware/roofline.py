@@ -6,6 +6,18 @@ plus a host overhead per inference. Efficiencies and overheads come from a calib
 of the target's hardware class (micro-benchmarks only, see calibrate.py) or, without one,
 the catalog's published defaults; the projection says which.
 
+Where the calibration of the target's class has them (the machine that ran
+`compress calibrate`), two measured refinements replace the scalar factors:
+- GEMMs and attention matmuls take their efficiency from the size curve at the group's
+  flops PER CALL (a 64-token GEMM is charged what a 64-token GEMM reached, not what a
+  512 x 3072 one did); the measured call includes its dispatch, so only attention's other
+  kernels (transposes, scale, mask) add the per-kernel overhead;
+- vector ops (GELU, SiLU x up, softmax, LayerNorm/RMSNorm, add) take
+  elements / measured elements-per-second, which on one CPU thread exceeds bytes /
+  bandwidth: they are bound by their arithmetic, not by memory.
+Both are still max()-ed with the memory time, which covers weights streamed from DRAM
+(decode) that the cache-resident micro-benchmarks do not see.
+
 A candidate is projected only through a runtime that can run THIS artifact at its
 precision (the catalog's runtime table, the target's compute capability and peaks);
 otherwise the pair is "unsupported", with the reason. Every figure is labelled projected.
@@ -30,6 +42,30 @@ class Efficiency:
     host_overhead_s: float
     source: str                          # calibration file/date, or "published defaults"
     default_compute: float = 0.7
+    curves: dict[str, list] = field(default_factory=dict)        # calibrate.py `gemm_curves`
+    vector_rates: dict[str, dict] = field(default_factory=dict)  # runtime -> op -> table
+
+    def curve(self, runtime: str, kind: str, precision: str, flops_per_call: float
+              ) -> float | None:
+        """Measured efficiency of one call of this size, or None without a curve."""
+        key = f"{runtime}:attention:{precision}" if kind == "attention" \
+            else f"{runtime}:{precision}"
+        table = self.curves.get(key)
+        if not table or not flops_per_call:
+            return None
+        from compress.hardware.calibrate import interp_log
+
+        return interp_log(table, flops_per_call)
+
+    def vector_rate(self, runtime: str, op: str | None, elements_per_call: float
+                    ) -> float | None:
+        """Measured elements per second of the vector op at this size, or None."""
+        table = (self.vector_rates.get(runtime) or {}).get(op or "")
+        if not table or not elements_per_call:
+            return None
+        from compress.hardware.calibrate import interp_log
+
+        return interp_log(table, elements_per_call)
 
     def for_precision(self, runtime: str, precision: str) -> tuple[float, str]:
         for key in (f"{runtime}:{precision}", precision):
@@ -52,7 +88,9 @@ def efficiency_for(target: Target, catalog: Catalog, framework: str,
             host_overhead_s=float(h.get(framework, d.host_overhead_us[target.kind])) / 1e6,
             source=f"calibration {calibration.get('name', '?')} "
                    f"({calibration.get('created', '?')[:10]}, {target.hw_class})",
-            default_compute=d.compute_efficiency)
+            default_compute=d.compute_efficiency,
+            curves=dict(cls.get("gemm_curves") or {}),
+            vector_rates=dict(cls.get("vector_rates") or {}))
     return Efficiency({}, d.memory_efficiency, d.kernel_overhead_us[target.kind] / 1e6,
                       d.host_overhead_us[target.kind] / 1e6, "published defaults",
                       d.compute_efficiency)
@@ -121,19 +159,29 @@ def project(work: Work, target: Target, runtime: str, eff: Efficiency,
     bw = target.bandwidth() * eff.memory
     rows, total, comp_s, mem_s, over_s = [], 0.0, 0.0, 0.0, 0.0
     for g in work.groups:
-        c = 0.0
+        c, kernels, how = 0.0, g.kernels, "scalar"
         if g.flops:
             peak = target.peak(g.precision)
-            e, _ = eff.for_precision(runtime, g.precision)
             if not peak:
                 raise ValueError(f"{target.name} has no {g.precision} peak")
+            e = eff.curve(runtime, g.kind, g.precision, g.flops_per_call) \
+                if g.kind in ("gemm", "head", "attention") else None
+            if e is not None:
+                how = "size curve"
+                kernels = max(0, g.kernels - g.calls) if g.kind == "attention" else 0
+            else:
+                e, _ = eff.for_precision(runtime, g.precision)
             c = g.flops / (peak * e)
+        elif g.op:
+            rate = eff.vector_rate(runtime, g.op, g.elements_per_call)
+            if rate:
+                c, kernels, how = g.elements / rate, 0, "vector rate"
         m = g.bytes / bw if bw else 0.0
-        o = g.kernels * kernel_scale * eff.kernel_overhead_s
+        o = kernels * kernel_scale * eff.kernel_overhead_s
         t = max(c, m) + o
         rows.append({"group": g.name, "precision": g.precision, "compute_ms": c * 1e3,
                      "memory_ms": m * 1e3, "overhead_ms": o * 1e3, "time_ms": t * 1e3,
-                     "bound": "compute" if c >= m else "memory"})
+                     "bound": "compute" if c >= m else "memory", "efficiency": how})
         total += t
         comp_s += c
         mem_s += m

@@ -136,6 +136,17 @@ class OpGroup:
     weight_bytes: float = 0.0
     act_bytes: float = 0.0
     kernels: int = 0
+    calls: int = 0            # GEMM / batched-matmul / vector-op invocations in `kernels`
+    elements: float = 0.0     # elements a vector op (act, norm, softmax, add) works on
+    op: str | None = None     # the vector op, for its measured throughput (calibrate.py)
+
+    @property
+    def flops_per_call(self) -> float:
+        return self.flops / self.calls if self.calls else self.flops
+
+    @property
+    def elements_per_call(self) -> float:
+        return self.elements / self.calls if self.calls else self.elements
 
     @property
     def bytes(self) -> float:
@@ -208,43 +219,56 @@ def count_work(info: ArtifactInfo, formats: dict, batch_size: int, seq_len: int,
     work = Work(phase, B, T, C)
     groups: dict[str, OpGroup] = {}
 
-    def add(name, kind, precision, flops=0.0, wb=0.0, ab=0.0, k=0):
-        g = groups.setdefault(name, OpGroup(name, kind, precision))
+    def add(name, kind, precision, flops=0.0, wb=0.0, ab=0.0, k=0, calls=0, elements=0.0,
+            op=None):
+        g = groups.setdefault(name, OpGroup(name, kind, precision, op=op))
         g.flops += flops
         g.weight_bytes += wb
         g.act_bytes += ab
         g.kernels += k
+        g.calls += calls
+        g.elements += elements
 
-    def gemm(name, n_in, n_out, count=1):
+    def gemm(name, n_in, n_out, count=1, calls=1):
+        """`calls` separate matmuls of n_in x n_out/calls each (q, k, v; gate, up): the
+        per-call size sets the efficiency a calibrated projection charges them."""
         params = n_in * n_out
         ab = tokens * (n_in + n_out) * abytes
-        k = kern["gemm"]
+        k = kern["gemm"] * calls
         if act_quant:  # read float activations, write int8 copies, then the int GEMM
             ab += tokens * n_in * (abytes + 1)
             k += QUANT_KERNELS if info.framework == "onnxruntime" else 0
         add(name, "gemm", compute, 2.0 * tokens * params * count, params * wbits / 8 * count,
-            ab * count, k * count)
+            ab * count, k * count, calls * count)
 
     kv_bytes = 0.0
     for ly in arch.layers:
         q_out, kv_out = ly.heads * ly.head_dim, ly.kv_heads * ly.head_dim
-        gemm("attn.qkv", H, q_out + 2 * kv_out)
+        gemm("attn.qkv", H, q_out + 2 * kv_out, calls=3)   # separate q, k, v projections
         gemm("attn.out", q_out, H)
-        # scores and weighted sum: two batched matmuls in the float dtype, plus softmax
+        # scores and weighted sum: two batched matmuls (B x heads, T x C x head dim each)
+        # in the float dtype; the softmax over the scores is its own vector-op group
         attn_flops = 2 * 2.0 * B * ly.heads * T * C * ly.head_dim
         scores = B * ly.heads * T * C * abytes
         cache_read = 2 * B * ly.kv_heads * C * ly.head_dim * abytes if phase == "decode" else 0
         add("attn.sdpa", "attention", float_p, attn_flops, 0.0,
-            3 * scores + cache_read + 2 * tokens * q_out * abytes, kern["attention"])
+            scores + cache_read + 2 * tokens * q_out * abytes, kern["attention"] - 1, calls=2)
+        add("attn.softmax", "softmax", float_p, 0.0, 0.0, 2 * scores, 1, calls=1,
+            elements=B * ly.heads * T * C, op="softmax")
         kv_bytes += 2 * B * ly.kv_heads * (C + T) * ly.head_dim * abytes
         n_up = 2 if arch.gated_ffn else 1
-        gemm("ffn.up", H, n_up * ly.intermediate)
+        gemm("ffn.up", H, n_up * ly.intermediate, calls=n_up)
         gemm("ffn.down", ly.intermediate, H)
         add("ffn.act", "act", float_p, 0.0, 0.0,
-            tokens * ly.intermediate * abytes * (3 if arch.gated_ffn else 2), kern["act"])
-        add("norm", "norm", float_p, 0.0, 0.0, 2 * 2 * tokens * H * abytes, 2 * kern["norm"])
+            tokens * ly.intermediate * abytes * (3 if arch.gated_ffn else 2), kern["act"],
+            calls=1, elements=tokens * ly.intermediate,   # kernels: its graph's nodes
+            op="silu_mul" if arch.gated_ffn else "gelu")
+        add("norm", "norm", float_p, 0.0, 0.0, 2 * 2 * tokens * H * abytes, 2 * kern["norm"],
+            calls=2 * kern["norm"], elements=2 * kern["norm"] * tokens * H,
+            op="rms_norm" if arch.gated_ffn else "layer_norm")
         add("residual", "residual", float_p, 0.0, 0.0, 2 * 3 * tokens * H * abytes,
-            2 * kern["residual"])
+            2 * kern["residual"], calls=2 * kern["residual"],
+            elements=2 * kern["residual"] * tokens * H, op="add")
     emb_bits = wbits if info.kind == "onnx-quantized" else DTYPE_BYTES[float_p] * 8
     add("embed", "embed", float_p, 0.0, tokens * H * emb_bits / 8, tokens * H * abytes * 2,
         kern["embed"])
