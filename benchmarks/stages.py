@@ -52,14 +52,14 @@ def main() -> int:
     print(f"teacher {teacher['candidate']}: accuracy {teacher['accuracy']:.4f} on "
           f"{int(teacher['n_eval'])} held-out articles, p50 {teacher['latency_p50_ms']:.2f} ms "
           f"(PyTorch fp32, inference_mode), {teacher['size_mb']:.1f} MB")
-    print(f"{'candidate':<44}{'kind':<18}{'acc':>7}{'recov':>7}{'p50 ms':>8}{'speedup':>9}"
+    print(f"{'candidate':<50}{'kind':<18}{'acc':>7}{'recov':>7}{'p50 ms':>8}{'speedup':>9}"
           f"{'MB':>7}{'size':>7}")
     for _, r in ok_rows.sort_values("speedup").iterrows():
-        print(f"{r['candidate']:<44.44}{r['kind']:<18}{r['accuracy']:>7.4f}{r['recovery']:>7.3f}"
+        print(f"{r['candidate']:<50.50}{r['kind']:<18}{r['accuracy']:>7.4f}{r['recovery']:>7.3f}"
               f"{r['latency_p50_ms']:>8.2f}{r['speedup']:>8.2f}x{r['size_mb']:>7.1f}"
               f"{r['size_ratio']:>7.3f}")
     for _, r in s[s["status"] != "ok"].iterrows():
-        print(f"{r['candidate']:<44.44} FAILED: {r['error']}")
+        print(f"{r['candidate']:<50.50} FAILED: {r['error']}")
 
     keep = ok_rows[ok_rows["recovery"] >= 0.99]
     best = keep.sort_values("speedup").iloc[-1]

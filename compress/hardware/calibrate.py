@@ -339,6 +339,8 @@ def _chain_model(n: int):
 def _ort_benchmarks(threads: int) -> dict:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    from compress.quiet import quiet_fds
+
     out = {"gemm_fp32": [], "gemm_int8": [], "chain": [], "attention_fp32": [], "vector": []}
     with tempfile.TemporaryDirectory() as tmp:
         models = {}
@@ -348,7 +350,8 @@ def _ort_benchmarks(threads: int) -> dict:
             fp = Path(tmp) / f"mm{k}x{n}.onnx"
             q = Path(tmp) / f"mm{k}x{n}.int8.onnx"
             fp.write_bytes(_matmul_model(k, n).SerializeToString())
-            quantize_dynamic(str(fp), str(q), weight_type=QuantType.QInt8)
+            with quiet_fds():  # ORT's "consider pre-processing" advice is noise here
+                quantize_dynamic(str(fp), str(q), weight_type=QuantType.QInt8)
             models[(k, n)] = (_ort_session(str(fp), threads), _ort_session(str(q), threads))
         for m, k, n in GEMM_SHAPES:
             x = np.random.randn(m, k).astype(np.float32)
@@ -386,15 +389,9 @@ def _ort_benchmarks(threads: int) -> dict:
 
 
 def machine_info(target: Target, threads: int) -> dict:
-    model = platform.processor() or "cpu"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu_model": model, "cores": target.cores, "threads": threads,
+    from compress.provenance import cpu_model
+
+    return {"cpu_model": cpu_model(), "cores": target.cores, "threads": threads,
             "clock_ghz": target.clock_ghz, "flops_per_cycle": target.flops_per_cycle,
             "hw_class": target.hw_class, "hostname": platform.node(),
             "platform": platform.platform()}

@@ -18,15 +18,9 @@ MEASURE_VERSION = "2"
 
 
 def machine_fingerprint() -> dict:
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"host": platform.node(), "cpu": cpu, "cores": os.cpu_count(),
+    from compress.provenance import cpu_model
+
+    return {"host": platform.node(), "cpu": cpu_model(), "cores": os.cpu_count(),
             "machine": platform.machine()}
 
 
