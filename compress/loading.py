@@ -122,7 +122,8 @@ def load_weights(model, path: Path, fmt: str) -> None:
     if missing or unexpected:
         raise ValueError(f"{path}: weights do not match the rebuilt model: missing "
                          f"{missing[:5]}, unexpected {list(unexpected)[:5]}")
-    if tied:
+    # re-tie only a float output layer: a quantized lm_head carries its own packed copy
+    if tied and type(model.get_output_embeddings()) is torch.nn.Linear:
         model.tie_weights()
 
 

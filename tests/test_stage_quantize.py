@@ -171,3 +171,23 @@ def test_cuda_only_backends_on_gpu(tiny_llama, tmp_path):
                             tiny_llama, tmp_path / "int4", "causal-lm")
     assert checks["top1_agreement_vs_input"] > 0.5
     assert {x["bits"] for x in checks["weights"]["linears"] if x["name"] != "lm_head"} == {4}
+
+
+def test_tied_embeddings_survive_dynamic_int8_reload(tiny_llama, tmp_path):
+    """SmolLM2 ties lm_head to the input embeddings: once lm_head is quantized it keeps its
+    own packed copy, and reloading must not try to re-tie it (it used to fail)."""
+    import shutil
+
+    from transformers import LlamaForCausalLM
+
+    tied = tmp_path / "tied"
+    shutil.copytree(tiny_llama, tied)
+    model = LlamaForCausalLM.from_pretrained(tiny_llama)
+    model.config.tie_word_embeddings = True
+    model.tie_weights()
+    model.save_pretrained(tied)
+    art, checks = run_stage("quantize", {"backend": "torch-dynamic-int8"}, tied,
+                            tmp_path / "dyn", "causal-lm")
+    assert checks["top1_agreement_vs_input"] > 0.5
+    fresh = reload_outputs([(art.path, "causal-lm")])
+    assert np.array(fresh[str(art.path)]["out"]).shape[-1] == model.config.vocab_size
