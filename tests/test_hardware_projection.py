@@ -178,3 +178,17 @@ def test_size_curve_and_vector_rates_charge_small_ops_what_they_measured(cat):
     assert a["compute_ms"] == pytest.approx(1e5 / 1e9 * 1e3) and a["efficiency"] == "vector rate"
     # no measured rate for layer_norm: memory roofline plus kernel overhead, as before
     assert n["efficiency"] == "scalar" and n["overhead_ms"] == pytest.approx(10e-3)
+
+
+def test_quantize_backends_map_to_their_formats():
+    from compress.hardware.formats import classify
+
+    cases = {"torchao-int8-weight": "int8-weight-only",
+             "torchao-int8-dynamic": "int8-dynamic-torchao",
+             "torch-dynamic-int8": "int8-dynamic-torch", "bnb-nf4": "int4-weight-only",
+             "bnb-int8": "int8-bnb", "fp16": "fp16"}
+    for backend, fmt in cases.items():
+        assert classify("pytorch-quantized", backend, {"backend": backend}, set(),
+                        "float32")[0] == fmt, backend
+    assert classify("onnx-quantized", "ort-static-int8", {}, set(), "float32")[0] == \
+        "int8-static-qdq"

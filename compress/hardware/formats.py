@@ -142,7 +142,8 @@ def classify(kind: str, backend: str | None, cfg: dict, ops: set[str], dtype: st
         if "int4" in b:
             return "int4-weight-only", None
         if "torchao" in b or "ao-" in b:
-            if "weight_only" in mode or "weight-only" in mode or "weightonly" in mode:
+            if b.endswith("-weight") or any(k in mode for k in ("weight_only", "weight-only",
+                                                                 "weightonly")):
                 return "int8-weight-only", None
             return "int8-dynamic-torchao", None
         if "dynamic" in b or "torch" in b:
