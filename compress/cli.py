@@ -498,6 +498,34 @@ def gate(run_dir: Annotated[Path, typer.Argument(help="a run directory")],
         raise typer.Exit(result.exit_code)
 
 
+@app.command("export")
+def export_cmd(run_dir: Annotated[Path, typer.Argument(help="a run directory")],
+               candidate: Annotated[str | None, typer.Argument(
+                   help="the candidate to export (or --recommended)")] = None,
+               to: Annotated[Path, typer.Option("--to", help="destination directory "
+                                                "(new or empty)")] = ...,
+               recommended: Annotated[bool, typer.Option(
+                   "--recommended", help="export the recommended candidate (suite targets)")
+               ] = False,
+               prices: Annotated[Path | None, typer.Option(help="YAML prices file")] = None,
+               calibration: Annotated[Path | None, typer.Option(
+                   help="calibration JSON [default: the user cache one, if any]")] = None,
+               cache_dir: CacheDir = None):
+    """Write a deployable directory: the model in its runnable format, tokenizer, config and
+    a README.md model card with the measured figures and provenance."""
+    from compress.export import export
+    from compress.hardware import calibrate as C
+    from compress.hardware.catalog import load_catalog
+
+    out = export(run_dir, candidate, to=to, recommended=recommended,
+                 catalog=load_catalog([], prices) if recommended else None,
+                 calibration=C.load(calibration) if recommended else None,
+                 cache_dir=cache_dir)
+    extra = (f" (recommended on {out.recommended['target']})" if out.recommended else "")
+    console.print(f"exported {out.candidate} ({out.kind}){extra} -> {out.path}: "
+                  f"{len(out.files)} file(s), model card README.md", highlight=False)
+
+
 def main() -> None:
     """Console entry point: errors a user can act on print one line, never a traceback."""
     quiet.configure()
