@@ -526,6 +526,33 @@ def export_cmd(run_dir: Annotated[Path, typer.Argument(help="a run directory")],
                   f"{len(out.files)} file(s), model card README.md", highlight=False)
 
 
+@app.command()
+def report(run_dir: Annotated[Path, typer.Argument(help="a run directory")],
+           out: Annotated[Path | None, typer.Option(
+               "--out", help="HTML file [default: RUN_DIR/report.html]")] = None,
+           requests_per_day: Annotated[float | None, typer.Option()] = None,
+           peak_factor: Annotated[float, typer.Option()] = 1.0,
+           prices: Annotated[Path | None, typer.Option(help="YAML prices file")] = None,
+           catalog_file: Annotated[list[Path] | None, typer.Option(
+               "--catalog", help="extra catalog YAML, merged by target name")] = None,
+           calibration: Annotated[Path | None, typer.Option(
+               help="calibration JSON [default: the user cache one, if any]")] = None):
+    """Write one self-contained HTML report (recommendation, candidates, Pareto and cost
+    plots, prices, provenance); the plots are also saved as PNG and SVG beside it."""
+    from compress.decide.cost import Traffic
+    from compress.hardware import calibrate as C
+    from compress.hardware.catalog import load_catalog
+    from compress.report import build_report
+
+    r = build_report(run_dir, out, catalog=load_catalog(catalog_file or [], prices),
+                     calibration=C.load(calibration),
+                     traffic=Traffic(requests_per_day, peak_factor) if requests_per_day
+                     else None)
+    plots = sorted(p for ps in r.plots.values() for p in ps)
+    console.print(f"report: {r.path} (plots: {plots[0].parent if plots else '-'}, "
+                  f"{len(plots)} file(s))", highlight=False)
+
+
 def main() -> None:
     """Console entry point: errors a user can act on print one line, never a traceback."""
     quiet.configure()
