@@ -58,9 +58,9 @@ def model_card(run: Run, row: dict, base: dict | None, rec: dict | None,
     suite = run.manifest["suite"]["resolved"]
     task = suite.get("task")
     lines = [f"# {name}", "",
-             f"{recipe.get('name')} / {name}: a {kind.describe} for **{task}**, exported by "
-             "compress.", ""]
-    lines += ["## Load it", ""]
+             f"{recipe.get('name')} / {name}, **{task}**, exported by compress. Kind "
+             f"`{kind.value}`: {kind.describe}.", ""]
+    lines += ["## Load it", "", "`PATH` is this directory.", ""]
     if kind.runtime == "onnxruntime":
         lines += ["```python", "import onnxruntime as ort",
                   "from transformers import AutoTokenizer", "",
