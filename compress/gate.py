@@ -138,7 +138,7 @@ class GateResult:
         for ch in self.checks:
             lines.append(f"| {ch.candidate} | {ch.check} | {_fmt(ch.value)} | "
                          f"{_fmt(ch.threshold)} | {ch.provenance or '-'} | "
-                         f"{icon[ch.status]} {ch.status}: {ch.message} |")
+                         f"{icon[ch.status]} {ch.status}: {ch.message.replace('|', '/')} |")
         p = self.provenance
         lines += ["", f"Prices: {', '.join(p.get('price_files') or []) or 'catalog defaults'}"
                   f" ({self.target}: {p.get('target_price')}); calibration: "
