@@ -66,10 +66,13 @@ def _tag(prov) -> str:
     return f'<span class="tag {p}">{p}</span>' if p else "-"
 
 
-def _table(headers: list[str], rows: list[list[str]], left: int = 1) -> str:
-    th = "".join(f'<th class="{"l" if i < left else ""}">{html.escape(h)}</th>'
-                 for i, h in enumerate(headers))
-    body = "".join("<tr>" + "".join(f'<td class="{"l" if i < left else ""}">{c}</td>'
+def _table(headers: list[str], rows: list[list[str]], left: int = 1,
+           also_left: tuple[int, ...] = ()) -> str:
+    def cls(i):
+        return "l" if i < left or i in also_left or i - len(headers) in also_left else ""
+
+    th = "".join(f'<th class="{cls(i)}">{html.escape(h)}</th>' for i, h in enumerate(headers))
+    body = "".join("<tr>" + "".join(f'<td class="{cls(i)}">{c}</td>'
                                     for i, c in enumerate(r)) + "</tr>" for r in rows)
     return f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
 
@@ -98,10 +101,11 @@ def _pareto_plot(rec, metric: str, plt):
     x = rec.ranking                  # cost_per_1k, or monthly_cost with a traffic profile
     ok = opts[(opts["status"] == "ok") & opts[x].notna() & opts["value"].notna()]
     for prov, marker in (("measured", "o"), ("projected", "^")):
-        sub = ok[ok["provenance"] == prov]
-        if len(sub):
-            ax.scatter(sub[x], sub["value"], marker=marker, alpha=.35,
-                       color="#888", label=f"candidate x target ({prov})")
+        for passes, colour, word in ((True, "#5aa469", "meets"), (False, "#d9776b", "misses")):
+            sub = ok[(ok["provenance"] == prov) & (ok["passes_quality"] == passes)]
+            if len(sub):
+                ax.scatter(sub[x], sub["value"], marker=marker, alpha=.35, color=colour,
+                           label=f"{prov}, {word} quality targets")
     front = rec.pareto
     if len(front):
         ax.plot(front["cost"], front["value"], "-", color="#c0392b", lw=1.5, zorder=2)
@@ -262,14 +266,18 @@ def build_report(run: Run | str | Path, out: str | Path | None = None, *,
         parts.append(f'<figure><img alt="cost per target" src="data:image/png;base64,{b64}">'
                      "</figure>")
         tr = []
-        for _, r in rec.options[rec.options["candidate"].isin(top_names)].iterrows():
+        shown = rec.options[rec.options["candidate"].isin(top_names)].copy()
+        shown["_order"] = shown["candidate"].map({n: i for i, n in enumerate(top_names)})
+        shown = shown.sort_values(["_order", "cost_per_1k"], na_position="last")
+        for _, r in shown.iterrows():
             tr.append([_e(r["candidate"]), _e(r["target"]), _e(r["runtime"]), _e(r["status"]),
                        _tag(r["provenance"]), _f(r["batch_size"], ".0f"),
                        _f(r["latency_p95_ms"], ".2f"), _f(r["throughput_per_s"], ".1f"),
                        _f(r["price_per_hour"], ".3f"), _f(r["cost_per_1k"], ".6f"),
                        _e(r["reason"] if isinstance(r["reason"], str) else "")])
         parts.append(_table(["candidate", "target", "runtime", "status", "figures", "batch",
-                             "p95 ms", "inf/s", "$/h", "$ per 1k", "reason"], tr, left=5))
+                             "p95 ms", "inf/s", "$/h", "$ per 1k", "reason"], tr, left=5,
+                            also_left=(-1,)))
     else:
         parts.append("<p>No candidate has a price on any target.</p>")
 
