@@ -404,6 +404,155 @@ def recommend(run_dir: Annotated[Path, typer.Argument(help="a run directory")],
                   "throughput and cost figure is projected (roofline).", highlight=False)
 
 
+@app.command()
+def gate(run_dir: Annotated[Path, typer.Argument(help="a run directory")],
+         suite: Annotated[Path | None, typer.Option(
+             help="suite YAML whose targets to gate on [default: the run's own suite]")] = None,
+         baseline: Annotated[Path | None, typer.Option(
+             help="previous release: its run dir, results.json or gate verdict JSON")] = None,
+         baseline_candidate: Annotated[str | None, typer.Option(
+             help="the previous release's candidate to compare with [default: same name]")
+         ] = None,
+         candidate: Annotated[list[str] | None, typer.Option(
+             "--candidate", help="check only these candidates (repeatable) "
+             "[default: every candidate that is not only a baseline]")] = None,
+         recommended: Annotated[bool, typer.Option(
+             "--recommended", help="check the recommended candidate x target pair")] = False,
+         target: Annotated[str | None, typer.Option(
+             help="hardware target for latency, memory and cost (projected) "
+             "[default: local-cpu, measured]")] = None,
+         max_drop: Annotated[float | None, typer.Option(
+             help="max absolute drop of the primary metric vs the run's baseline")] = None,
+         max_relative_drop: Annotated[float | None, typer.Option()] = None,
+         min_recovery: Annotated[float | None, typer.Option()] = None,
+         min_value: Annotated[float | None, typer.Option(
+             help="floor of the primary metric (ceiling if lower is better)")] = None,
+         min_fidelity: Annotated[float | None, typer.Option()] = None,
+         max_latency_ms: Annotated[float | None, typer.Option(help="p95")] = None,
+         max_memory_mb: Annotated[float | None, typer.Option()] = None,
+         max_cost_per_1k: Annotated[float | None, typer.Option(
+             help="max $ per 1,000 inferences on the target")] = None,
+         max_quality_decrease: Annotated[float | None, typer.Option(
+             "--max-quality-decrease", "--max-accuracy-decrease",
+             help="with --baseline: max absolute fall of the primary metric")] = None,
+         max_cost_increase: Annotated[float | None, typer.Option(
+             help="with --baseline: max relative rise of cost per 1k (0.05 = 5%)")] = None,
+         max_latency_increase: Annotated[float | None, typer.Option(
+             help="with --baseline: max relative rise of p95 latency")] = None,
+         prices: Annotated[Path | None, typer.Option(help="YAML prices file")] = None,
+         catalog_file: Annotated[list[Path] | None, typer.Option(
+             "--catalog", help="extra catalog YAML, merged by target name")] = None,
+         calibration: Annotated[Path | None, typer.Option(
+             help="calibration JSON [default: the user cache one, if any]")] = None,
+         junit: Annotated[Path | None, typer.Option(help="write JUnit XML here")] = None,
+         markdown: Annotated[Path | None, typer.Option(
+             help="write the markdown summary here (also appended to "
+             "$GITHUB_STEP_SUMMARY when set)")] = None,
+         json_out: Annotated[Path | None, typer.Option(
+             "--json", help="write the JSON verdict here")] = None):
+    """Gate a release: check candidates against thresholds (the suite's targets unless
+    overridden) and optionally against a previous release. Exit 0 all pass, 1 a check
+    fails, 2 the run/suite is invalid or a needed measurement is missing."""
+    import os
+
+    from compress.gate import gate as run_gate
+    from compress.hardware import calibrate as C
+    from compress.hardware.catalog import load_catalog
+
+    thresholds = {"max_drop": max_drop, "max_relative_drop": max_relative_drop,
+                  "min_recovery": min_recovery, "min_value": min_value,
+                  "min_fidelity": min_fidelity, "max_latency_ms": max_latency_ms,
+                  "max_memory_mb": max_memory_mb, "max_cost_per_1k": max_cost_per_1k,
+                  "max_quality_decrease": max_quality_decrease,
+                  "max_cost_increase": max_cost_increase,
+                  "max_latency_increase": max_latency_increase}
+    result = run_gate(run_dir, thresholds, suite=suite, candidates=candidate,
+                      recommended=recommended, target=target, baseline=baseline,
+                      baseline_candidate=baseline_candidate,
+                      catalog=load_catalog(catalog_file or [], prices),
+                      calibration=C.load(calibration))
+    md = result.to_markdown()
+    for path, text in ((junit, result.to_junit()), (markdown, md),
+                       (json_out, result.to_json())):
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+    step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if step_summary:
+        with open(step_summary, "a") as fh:
+            fh.write(md + "\n")
+    t = Table("candidate", "check", "value", "threshold", "figures", "result",
+              title=f"gate: {result.run} (target {result.target})", header_style="bold")
+    colour = {"pass": "green", "fail": "red", "error": "yellow"}
+    for ch in result.checks:
+        t.add_row(ch.candidate, ch.check, _f(ch.value, ".6g"), _f(ch.threshold, ".6g"),
+                  ch.provenance or "-",
+                  f"[{colour[ch.status]}]{ch.status}[/{colour[ch.status]}] {ch.message}")
+    console.print(t)
+    c = result.counts()
+    console.print(f"[{colour[result.verdict]}]{result.verdict.upper()}[/{colour[result.verdict]}]"
+                  f": {c['pass']} passed, {c['fail']} failed, {c['error']} error(s)"
+                  + ("; an error is a figure the check needs that the run lacks"
+                     if c["error"] else ""), highlight=False)
+    if result.exit_code:
+        raise typer.Exit(result.exit_code)
+
+
+@app.command("export")
+def export_cmd(run_dir: Annotated[Path, typer.Argument(help="a run directory")],
+               candidate: Annotated[str | None, typer.Argument(
+                   help="the candidate to export (or --recommended)")] = None,
+               to: Annotated[Path, typer.Option("--to", help="destination directory "
+                                                "(new or empty)")] = ...,
+               recommended: Annotated[bool, typer.Option(
+                   "--recommended", help="export the recommended candidate (suite targets)")
+               ] = False,
+               prices: Annotated[Path | None, typer.Option(help="YAML prices file")] = None,
+               calibration: Annotated[Path | None, typer.Option(
+                   help="calibration JSON [default: the user cache one, if any]")] = None,
+               cache_dir: CacheDir = None):
+    """Write a deployable directory: the model in its runnable format, tokenizer, config and
+    a README.md model card with the measured figures and provenance."""
+    from compress.export import export
+    from compress.hardware import calibrate as C
+    from compress.hardware.catalog import load_catalog
+
+    out = export(run_dir, candidate, to=to, recommended=recommended,
+                 catalog=load_catalog([], prices) if recommended else None,
+                 calibration=C.load(calibration) if recommended else None,
+                 cache_dir=cache_dir)
+    extra = (f" (recommended on {out.recommended['target']})" if out.recommended else "")
+    console.print(f"exported {out.candidate} ({out.kind}){extra} -> {out.path}: "
+                  f"{len(out.files)} file(s), model card README.md", highlight=False)
+
+
+@app.command()
+def report(run_dir: Annotated[Path, typer.Argument(help="a run directory")],
+           out: Annotated[Path | None, typer.Option(
+               "--out", help="HTML file [default: RUN_DIR/report.html]")] = None,
+           requests_per_day: Annotated[float | None, typer.Option()] = None,
+           peak_factor: Annotated[float, typer.Option()] = 1.0,
+           prices: Annotated[Path | None, typer.Option(help="YAML prices file")] = None,
+           catalog_file: Annotated[list[Path] | None, typer.Option(
+               "--catalog", help="extra catalog YAML, merged by target name")] = None,
+           calibration: Annotated[Path | None, typer.Option(
+               help="calibration JSON [default: the user cache one, if any]")] = None):
+    """Write one self-contained HTML report (recommendation, candidates, Pareto and cost
+    plots, prices, provenance); the plots are also saved as PNG and SVG beside it."""
+    from compress.decide.cost import Traffic
+    from compress.hardware import calibrate as C
+    from compress.hardware.catalog import load_catalog
+    from compress.report import build_report
+
+    r = build_report(run_dir, out, catalog=load_catalog(catalog_file or [], prices),
+                     calibration=C.load(calibration),
+                     traffic=Traffic(requests_per_day, peak_factor) if requests_per_day
+                     else None)
+    plots = sorted(p for ps in r.plots.values() for p in ps)
+    console.print(f"report: {r.path} (plots: {plots[0].parent if plots else '-'}, "
+                  f"{len(plots)} file(s))", highlight=False)
+
+
 def main() -> None:
     """Console entry point: errors a user can act on print one line, never a traceback."""
     quiet.configure()

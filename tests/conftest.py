@@ -271,3 +271,27 @@ def inproc_outputs(path: Path, task: str):
         res = model(**{k: torch.from_numpy(v) for k, v in feeds.items() if k in args})
     t = res.logits if hasattr(res, "logits") else res.last_hidden_state
     return model, t.float().numpy()
+
+
+# ---------------------------------------------------------------- a tiny real run
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_bert, tmp_path_factory):
+    """One tiny real run (teacher, ONNX, ORT INT8) shared by the tests that only read it
+    (the run is the slow part)."""
+    import pandas as pd
+
+    tmp = tmp_path_factory.mktemp("tiny-run")
+    data = {}
+    for split, n, seed in (("train", 48, 1), ("dev", 12, 2), ("test", 18, 3)):
+        data[split] = tmp / f"{split}.csv"
+        pd.DataFrame(make_rows(n, seed), columns=["text", "label"]).to_csv(data[split],
+                                                                           index=False)
+    (tmp / "suite.yaml").write_text(SUITE.format(test=data["test"]))
+    recipe = tmp / "recipe.yaml"
+    recipe.write_text(textwrap.dedent(RECIPE).format(model=tiny_bert, **data))
+    from compress.engine import run_recipe
+
+    run = run_recipe(recipe, out_dir=tmp / "run", cache_dir=tmp / "cache")
+    assert run.ok
+    return tmp / "run"

@@ -4,30 +4,10 @@ recommend` through the console entry point, as a user runs it."""
 from __future__ import annotations
 
 import json
-import textwrap
 
 import pandas as pd
-import pytest
 
-from compress.engine import run_recipe
-from tests.conftest import RECIPE, SUITE, make_rows, run_cli
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tiny_bert, tmp_path_factory):
-    """One tiny run shared by the tests of this module (the run is the slow part)."""
-    tmp = tmp_path_factory.mktemp("recommend")
-    data = {}
-    for split, n, seed in (("train", 48, 1), ("dev", 12, 2), ("test", 18, 3)):
-        data[split] = tmp / f"{split}.csv"
-        pd.DataFrame(make_rows(n, seed), columns=["text", "label"]).to_csv(data[split],
-                                                                           index=False)
-    (tmp / "suite.yaml").write_text(SUITE.format(test=data["test"]))
-    recipe = tmp / "recipe.yaml"
-    recipe.write_text(textwrap.dedent(RECIPE).format(model=tiny_bert, **data))
-    run = run_recipe(recipe, out_dir=tmp / "run", cache_dir=tmp / "cache")
-    assert run.ok
-    return tmp / "run"
+from tests.conftest import run_cli
 
 
 def test_recommend_cli_prints_the_winner(tiny_run, tmp_path):
@@ -79,3 +59,60 @@ def test_recommend_all_marks_measured_and_projected(tiny_run, tmp_path):
     assert t.returncode == 0, t.stderr
     assert "measured" in t.stdout and "projected" in t.stdout and "unsupported" in t.stdout
     assert "every other latency, throughput and cost figure is projected" in t.stdout
+
+
+def test_gate_a_real_run(tiny_run, tmp_path):
+    """`compress gate` on a real run: projected figures on a named target, the recommended
+    pair, and a threshold tightened past what the candidates reach (exit 1)."""
+    env = {"COMPRESS_CALIBRATION": str(tmp_path / "none.json")}
+    r = run_cli("gate", str(tiny_run), "--max-drop", "1.0", "--target", "T4",
+                "--max-latency-ms", "1000", "--max-cost-per-1k", "1.0",
+                "--json", str(tmp_path / "v.json"), env=env, timeout=120)
+    # the dynamic-INT8 ONNX model has no fast path on T4: its T4 checks fail, with the reason
+    assert r.returncode == 1, r.stdout + r.stderr
+    v = json.loads((tmp_path / "v.json").read_text())
+    bad = [c for c in v["checks"] if c["status"] != "pass"]
+    assert {(c["candidate"], c["check"]) for c in bad} == {
+        ("int8", "latency.max_latency_ms"), ("int8", "cost.max_cost_per_1k")}
+    assert all("cannot run on T4" in c["message"] and "INT8" in c["message"] for c in bad)
+    lat = [c for c in v["checks"] if c["check"] == "latency.max_latency_ms"
+           and c["candidate"] != "int8"]
+    assert {c["candidate"] for c in lat} == {"teacher", "onnx"}
+    assert all(c["provenance"] == "projected" and c["target"] == "T4" for c in lat)
+    assert all(0 < v["figures"][c]["cost_per_1k"] < 1.0 for c in ("teacher", "onnx"))
+    rec = run_cli("gate", str(tiny_run), "--recommended", "--max-drop", "1.0",
+                  "--max-latency-ms", "1000", "--target", "T4", "--junit",
+                  str(tmp_path / "g.xml"), env=env, timeout=120)
+    assert rec.returncode == 0, rec.stdout + rec.stderr
+    assert "recommendation" in rec.stdout and "PASS" in rec.stdout
+    tight = run_cli("gate", str(tiny_run), "--max-latency-ms", "1e-6", env=env, timeout=120)
+    assert tight.returncode == 1 and "FAIL" in tight.stdout
+
+
+def test_export_onnx_and_recommended_then_load_fresh(tiny_run, tmp_path):
+    """Export the INT8 ONNX candidate and the recommended one; a fresh process runs them."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    env = {"COMPRESS_CALIBRATION": str(tmp_path / "none.json")}
+    r = run_cli("export", str(tiny_run), "int8", "--to", str(tmp_path / "int8"), env=env,
+                timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "int8" / "model.onnx").is_file()
+    assert not (tmp_path / "int8" / "compress-artifact.json").exists()
+    card = (tmp_path / "int8" / "README.md").read_text()
+    assert "onnxruntime" in card and "top1_agreement" in card
+    rec = run_cli("export", str(tiny_run), "--recommended", "--to", str(tmp_path / "rec"),
+                  env=env, timeout=120)
+    assert rec.returncode == 0, rec.stderr
+    assert "## Recommended for" in (tmp_path / "rec" / "README.md").read_text()
+    code = ("import sys; from compress.encoding import Encoder, OrtModel\n"
+            "p = sys.argv[1]; out = OrtModel(p, threads=1)(Encoder(p)(['goal match'], 32))\n"
+            "print('SHAPE', tuple(out.shape))")
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "int8")], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120,
+                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "SHAPE (1, 3)" in proc.stdout

@@ -1,0 +1,217 @@
+"""Export a candidate as a deployable directory: `compress export RUN [CANDIDATE |
+--recommended] --to DIR`.
+
+The directory holds the model in its runnable format (the artifact's files as built:
+safetensors or model.onnx, plus `compress-load.json` where the kind needs compress's
+loader), its tokenizer and config, and a README.md model card with the measured figures,
+their provenance and, for the recommended pair, the targets it was recommended for. The
+artifact's store metadata (`compress-artifact.json`) stays behind. The copy is written
+beside the destination and renamed into place, so a failed export leaves nothing half
+written.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from compress.artifacts import META_FILE, Kind
+from compress.errors import CompressError, InputError
+from compress.results import Run, load_run
+
+LEFT_BEHIND = {META_FILE}
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer.model", "spiece.model",
+                   "vocab.json")
+
+
+@dataclass
+class Exported:
+    path: Path
+    candidate: str
+    kind: str
+    files: list[str]
+    recommended: dict | None = None
+
+
+def _inside(child: Path, parent: Path) -> bool:
+    try:
+        child.resolve().relative_to(parent.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def _fmt(v, spec=".4f") -> str:
+    if v is None or (isinstance(v, float) and v != v):
+        return "-"
+    return format(v, spec) if isinstance(v, (int, float)) else str(v)
+
+
+def model_card(run: Run, row: dict, base: dict | None, rec: dict | None,
+               files: list[str]) -> str:
+    name, kind = row["candidate"], Kind(row["kind"])
+    metric = row.get("primary_metric")
+    recipe = run.manifest["recipe"]["resolved"]
+    suite = run.manifest["suite"]["resolved"]
+    task = suite.get("task")
+    lines = [f"# {name}", "",
+             f"{recipe.get('name')} / {name}, **{task}**, exported by compress. Kind "
+             f"`{kind.value}`: {kind.describe}.", ""]
+    lines += ["## Load it", "", "`PATH` is this directory.", ""]
+    if kind.runtime == "onnxruntime":
+        lines += ["```python", "import onnxruntime as ort",
+                  "from transformers import AutoTokenizer", "",
+                  'tok = AutoTokenizer.from_pretrained("PATH")',
+                  'session = ort.InferenceSession("PATH/model.onnx")',
+                  'feeds = tok(["some text"], return_tensors="np", padding="max_length", '
+                  f'max_length={(suite.get("latency") or {}).get("seq_lens", [128])[0]})',
+                  "names = {i.name for i in session.get_inputs()}",
+                  "outputs = session.run(None, {k: v for k, v in feeds.items() if k in names})",
+                  "```", ""]
+    else:
+        lines += ["```python", "from compress.loading import load_for_inference", "",
+                  f'model = load_for_inference("PATH", "{task}")',
+                  "```", ""]
+        if kind == Kind.PYTORCH:
+            lines += ["A plain Hugging Face model directory: `transformers`' "
+                      "`AutoModel*.from_pretrained(\"PATH\")` loads it too.", ""]
+        else:
+            lines += ["`compress-load.json` records how the weights are stored and what to "
+                      "rebuild; compress's loader reads it.", ""]
+    lines += ["## Measured figures", "",
+              "| figure | this model | baseline |", "|---|---:|---:|"]
+    keys = [k for k in ("accuracy", "macro_f1", "spearman", "pearson", "perplexity",
+                        "next_token_accuracy", "top1_agreement", "kl_divergence", "cosine")
+            if row.get(k) is not None]
+    for k in keys:
+        label = f"{k} (primary)" if k == metric else k
+        lines.append(f"| {label} | {_fmt(row.get(k))} | {_fmt((base or {}).get(k))} |")
+    for k, label, spec in (("latency_p50_ms", "latency p50 (ms)", ".2f"),
+                           ("latency_p95_ms", "latency p95 (ms)", ".2f"),
+                           ("decode_ms_per_token", "decode (ms/token)", ".2f"),
+                           ("size_mb", "size on disk (MB)", ".1f"),
+                           ("peak_rss_mb", "peak memory (MB)", ".0f")):
+        if row.get(k) is not None:
+            lines.append(f"| {label} | {_fmt(row.get(k), spec)} | "
+                         f"{_fmt((base or {}).get(k), spec)} |")
+    lines += ["", f"Quality on the `{suite.get('name')}` suite's eval set; fidelity (agreement,"
+              f" KL, cosine) against the baseline `{row.get('baseline')}`. Latency measured "
+              f"at batch {row.get('batch_size')}, {row.get('seq_len')} tokens, "
+              f"{row.get('threads')} thread(s) on {row.get('device_name') or row.get('device')}"
+              f" via {row.get('backend')}, {row.get('measured_at')}. All figures in this "
+              "table are measured, none projected.", ""]
+    if rec:
+        lines += ["## Recommended for", "",
+                  f"The cheapest candidate x target meeting the targets: **{name}** on "
+                  f"**{rec['target']}** via {rec.get('runtime')} ({rec.get('provenance')}), "
+                  f"${_fmt(rec.get('cost_per_1k'), '.6f')} per 1,000 inferences at batch "
+                  f"{_fmt(rec.get('batch_size'), '.0f')}, p95 "
+                  f"{_fmt(rec.get('latency_p95_ms'), '.2f')} ms.", "",
+                  "Targets: " + (", ".join(f"`{k}: {v}`" for k, v in rec["targets"].items())
+                                 or "none") + ".", ""]
+        lines += [f"- {line}" for line in rec["explanation"]]
+        lines += ["", f"Prices: {rec['prices']}; calibration: {rec['calibration']}. Figures "
+                  "on other targets than local-cpu are projected (roofline), not measured.",
+                  ""]
+    versions = run.manifest.get("versions") or {}
+    by_key = {n["key"]: n for n in run.manifest.get("plan", {}).get("nodes", [])}
+    steps, key = [], row.get("artifact_key")
+    while key in by_key:
+        n = by_key[key]
+        if n.get("stage"):
+            steps.append(f"{n['step']} ({n['stage']}: {json.dumps(n.get('config'))})")
+        key = n.get("parent")
+    lines += ["## Provenance", "",
+              f"- recipe: `{recipe.get('name')}` ({run.manifest['recipe'].get('path')}), "
+              f"seed {run.manifest.get('seed')}",
+              f"- base model: `{run.manifest.get('plan', {}).get('model')}`",
+              "- stages: " + (" → ".join(reversed(steps)) or "none (the model as given)"),
+              f"- artifact key: `{row.get('artifact_key')}`",
+              f"- run: `{run.path}` ({run.manifest.get('finished')}), git "
+              f"`{run.manifest.get('git')}`",
+              f"- versions: {', '.join(f'{k} {v}' for k, v in (versions or {}).items())}",
+              f"- files: {', '.join(files)}", ""]
+    return "\n".join(lines)
+
+
+def export(run: Run | str | Path, candidate: str | None = None, *, to: str | Path,
+           recommended: bool = False, targets: dict | None = None, catalog=None,
+           calibration: dict | None = None, cache_dir: str | Path | None = None) -> Exported:
+    """Write CANDIDATE (or the recommended one) of a run as a deployable directory."""
+    from compress.store import default_cache_dir
+
+    run = run if isinstance(run, Run) else load_run(run)
+    names = [r["candidate"] for r in run.rows]
+    if recommended == (candidate is not None):
+        raise InputError("name one candidate or pass --recommended"
+                         f" (candidates: {', '.join(names)})")
+    rec = None
+    if recommended:
+        from compress.decide.recommend import recommend_run
+        from compress.hardware.catalog import load_catalog
+
+        catalog = catalog or load_catalog()
+        r = recommend_run(run, targets, catalog, calibration)
+        if r.winner is None:
+            raise CompressError("nothing meets the targets, so nothing is recommended: "
+                                + "; ".join(r.explanation[1:3]))
+        candidate = r.winner["candidate"]
+        p = r.provenance
+        rec = {**{k: r.winner.get(k) for k in ("target", "runtime", "provenance",
+                                                 "cost_per_1k", "batch_size",
+                                                 "latency_p95_ms")},
+               "targets": p["targets"], "explanation": r.explanation,
+               "prices": (", ".join(p["price_files"]) or "catalog defaults")
+               + f" ({r.winner['target']}: ${r.winner.get('price_per_hour')}/h, "
+                 f"{r.winner.get('price_source')})",
+               "calibration": p["calibration"]}
+    if candidate not in names:
+        raise InputError(f"candidate {candidate!r} is not in the run "
+                         f"(candidates: {', '.join(names)})")
+    row = next(r for r in run.rows if r["candidate"] == candidate)
+    if row.get("status") != "ok":
+        raise CompressError(f"{candidate} failed in this run ({row.get('error')}); "
+                            "nothing to export")
+    src = Path(row.get("artifact_path") or "")
+    if not row.get("artifact_path") or not src.is_dir():
+        raise CompressError(f"{candidate}: its artifact {src} is gone (cache pruned?); run "
+                            "the recipe again to rebuild it")
+    dest = Path(to).resolve()
+    caches = {Path(c) for c in (run.manifest.get("cache_dir"), cache_dir,
+                                default_cache_dir()) if c}
+    for c in caches:
+        if _inside(dest, c):
+            raise InputError(f"--to {dest}: inside the artifact cache {c}; choose a "
+                             "directory outside it")
+    if _inside(dest, src) or _inside(src, dest):
+        raise InputError(f"--to {dest}: overlaps the artifact itself ({src})")
+    if _inside(dest, run.path) or _inside(run.path, dest):
+        raise InputError(f"--to {dest}: overlaps the run directory {run.path}")
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise InputError(f"--to {dest}: exists and is not empty")
+    tmp = dest.parent / f".{dest.name}.{uuid.uuid4().hex[:8]}.tmp"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        shutil.copytree(src, tmp, ignore=lambda d, fs: [f for f in fs if f in LEFT_BEHIND])
+        files = sorted(str(f.relative_to(tmp)) for f in tmp.rglob("*") if f.is_file())
+        if not (tmp / "config.json").is_file():
+            raise CompressError(f"{candidate}: the artifact has no config.json")
+        if not any((tmp / f).is_file() for f in TOKENIZER_FILES):
+            raise CompressError(f"{candidate}: the artifact has no tokenizer files")
+        if (tmp / "README.md").is_file():  # the source model's own card, kept beside ours
+            (tmp / "README.md").rename(tmp / "README.source.md")
+            files = [("README.source.md" if f == "README.md" else f) for f in files]
+        base = next((r for r in run.rows if r["candidate"] == row.get("baseline")), None)
+        card = model_card(run, row, base if base is not row else None, rec,
+                          sorted(files + ["README.md"]))
+        (tmp / "README.md").write_text(card)
+        if dest.exists():
+            dest.rmdir()
+        tmp.rename(dest)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return Exported(dest, candidate, row["kind"], sorted(files + ["README.md"]), rec)

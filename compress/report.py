@@ -1,0 +1,312 @@
+"""`compress report RUN`: one self-contained HTML page about a run.
+
+The recommendation and why; the candidate table; a Pareto plot of quality against cost per
+1k inferences; latency against size; cost per target for the top candidates; every
+figure labelled measured or projected; the prices and catalog used; the run's provenance.
+Plots are matplotlib PNGs embedded as base64 (the page needs no network) and are also
+saved beside the page as PNG and SVG.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from compress.results import LOWER_IS_BETTER, Run, load_run
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;
+max-width:1100px;color:#1d1d1f;line-height:1.45;padding:0 1rem}
+h1{margin-bottom:.2rem}h2{margin-top:2.2rem;border-bottom:1px solid #ddd;padding-bottom:.2rem}
+table{border-collapse:collapse;font-size:.86rem;margin:.6rem 0;width:100%}
+th,td{border:1px solid #ddd;padding:.25rem .5rem;text-align:right}
+th{background:#f4f4f6}td.l,th.l{text-align:left}
+.win{background:#e9f7ef;border:1px solid #9fd5b3;padding:.8rem 1rem;border-radius:6px}
+.none{background:#fdecea;border:1px solid #f1a79e;padding:.8rem 1rem;border-radius:6px}
+.tag{font-size:.75rem;padding:.05rem .35rem;border-radius:3px;color:#fff}
+.measured{background:#2e7d32}.projected{background:#6a4fb3}
+figure{margin:1rem 0}figure img{max-width:100%;border:1px solid #eee}
+figcaption{font-size:.85rem;color:#555}.muted{color:#666;font-size:.85rem}
+"""
+
+
+@dataclass
+class Report:
+    path: Path
+    plots: dict[str, list[Path]] = field(default_factory=dict)
+    winner: dict | None = None
+
+
+def _num(v):
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(v) else v
+
+
+def _e(v) -> str:
+    return html.escape("-" if v is None else str(v))
+
+
+def _f(v, spec) -> str:
+    v = _num(v)
+    return "-" if v is None else format(v, spec)
+
+
+def _tag(prov) -> str:
+    p = prov if prov in ("measured", "projected") else None
+    return f'<span class="tag {p}">{p}</span>' if p else "-"
+
+
+def _table(headers: list[str], rows: list[list[str]], left: int = 1,
+           also_left: tuple[int, ...] = ()) -> str:
+    def cls(i):
+        return "l" if i < left or i in also_left or i - len(headers) in also_left else ""
+
+    th = "".join(f'<th class="{cls(i)}">{html.escape(h)}</th>' for i, h in enumerate(headers))
+    body = "".join("<tr>" + "".join(f'<td class="{cls(i)}">{c}</td>'
+                                    for i, c in enumerate(r)) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
+
+
+# ---------------------------------------------------------------------------------- plots
+
+def _save(fig, name: str, plot_dir: Path, saved: dict) -> str:
+    """Save PNG + SVG beside the page; return the PNG as base64 for embedding."""
+    plot_dir.mkdir(parents=True, exist_ok=True)
+    png, svg = plot_dir / f"{name}.png", plot_dir / f"{name}.svg"
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    png.write_bytes(buf.getvalue())
+    fig.savefig(svg, format="svg", bbox_inches="tight")
+    saved[name] = [png, svg]
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def _pareto_plot(rec, metric: str, plt):
+    fig, ax = plt.subplots(figsize=(7.5, 4.6))
+    opts = rec.options.merge(rec.quality[["candidate", "value", "passes_quality"]],
+                             on="candidate", how="left")
+    x = rec.ranking                  # cost_per_1k, or monthly_cost with a traffic profile
+    ok = opts[(opts["status"] == "ok") & opts[x].notna() & opts["value"].notna()]
+    for prov, marker in (("measured", "o"), ("projected", "^")):
+        for passes, colour, word in ((True, "#5aa469", "meets"), (False, "#d9776b", "misses")):
+            sub = ok[(ok["provenance"] == prov) & (ok["passes_quality"] == passes)]
+            if len(sub):
+                ax.scatter(sub[x], sub["value"], marker=marker, alpha=.35, color=colour,
+                           label=f"{prov}, {word} quality targets")
+    front = rec.pareto
+    if len(front):
+        ax.plot(front["cost"], front["value"], "-", color="#c0392b", lw=1.5, zorder=2)
+        for _, p in front.iterrows():
+            ax.scatter([p["cost"]], [p["value"]], s=70, zorder=3,
+                       marker="o" if p["provenance"] == "measured" else "^",
+                       color="#2e7d32" if p["passes_quality"] else "#c0392b")
+            ax.annotate(f"{p['candidate']} @ {p['target']}", (p["cost"], p["value"]),
+                        textcoords="offset points", xytext=(6, 4), fontsize=8)
+    if rec.winner:
+        w = rec.winner
+        ax.scatter([w.get(rec.ranking)], [w.get("value")], s=240, facecolors="none",
+                   edgecolors="#2e7d32", lw=2, zorder=4, label="recommended")
+    if len(ok) and (ok[x] > 0).all():
+        ax.set_xscale("log")
+    xlabel = "cost per 1k inferences ($)" if rec.ranking == "cost_per_1k" else \
+        "monthly cost ($)"
+    ax.set_xlabel(xlabel + (", log scale" if ax.get_xscale() == "log" else ""))
+    ax.set_ylabel(metric + (" (lower is better)" if metric in LOWER_IS_BETTER else ""))
+    ax.set_title("Quality vs cost: Pareto frontier (red line; green = meets targets)")
+    ax.grid(alpha=.3)
+    ax.legend(fontsize=8, loc="best")
+    return fig
+
+
+def _latency_size_plot(summary: pd.DataFrame, plt):
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    s = summary[summary["status"] == "ok"]
+    for _, r in s.iterrows():
+        size, p50, p95 = _num(r.get("size_mb")), _num(r.get("latency_p50_ms")), \
+            _num(r.get("latency_p95_ms"))
+        if size is None or p50 is None:
+            continue
+        ax.errorbar([size], [p50], yerr=[[0], [max((p95 or p50) - p50, 0)]], fmt="o",
+                    capsize=4, color="#1f77b4")
+        ax.annotate(r["candidate"], (size, p50), textcoords="offset points", xytext=(6, 4),
+                    fontsize=8)
+    first = s.iloc[0] if len(s) else {}
+    ax.set_xlabel("size on disk (MB)")
+    ax.set_ylabel("latency p50 (ms), bar to p95")
+    ax.set_title(f"Latency vs size (measured here: batch {first.get('batch_size', '-')}, "
+                 f"{first.get('seq_len', '-')} tokens, {first.get('threads', '-')} thread(s))")
+    ax.grid(alpha=.3)
+    return fig
+
+
+def _cost_per_target_plot(top: list[str], opts: pd.DataFrame, plt):
+    fig, ax = plt.subplots(figsize=(8.5, 4.4))
+    ok = opts[(opts["status"] == "ok") & opts["cost_per_1k"].notna()]
+    ok = ok.sort_values("cost_per_1k").groupby(["candidate", "target"], as_index=False).first()
+    targets = sorted(set(ok[ok["candidate"].isin(top)]["target"]))
+    width = 0.8 / max(len(top), 1)
+    for i, cand in enumerate(top):
+        sub = ok[ok["candidate"] == cand].set_index("target")
+        xs = [j + i * width for j, t in enumerate(targets) if t in sub.index]
+        ys = [sub.loc[t, "cost_per_1k"] for t in targets if t in sub.index]
+        bars = ax.bar(xs, ys, width, label=cand)
+        for b, t in zip(bars, [t for t in targets if t in sub.index], strict=True):
+            if sub.loc[t, "provenance"] == "measured":
+                b.set_hatch("//")
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(targets))], targets, rotation=30,
+                  ha="right")
+    if len(ok):
+        ax.set_yscale("log")
+    ax.set_ylabel("cost per 1k inferences ($, log scale)")
+    ax.set_title("Cost per target, top candidates (hatched = measured here, plain = projected)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=.3, axis="y")
+    return fig
+
+
+# ----------------------------------------------------------------------------------- page
+
+def build_report(run: Run | str | Path, out: str | Path | None = None, *,
+                 targets: dict | None = None, catalog=None, calibration: dict | None = None,
+                 traffic=None, top: int = 4) -> Report:
+    """Write the HTML report (default RUN/report.html) and its plots; return where."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from compress.decide.recommend import recommend_run
+    from compress.hardware.catalog import load_catalog
+
+    run = run if isinstance(run, Run) else load_run(run)
+    out = Path(out) if out else run.path / "report.html"
+    plot_dir = out.parent / f"{out.stem}_plots"
+    catalog = catalog or load_catalog()
+    rec = recommend_run(run, targets, catalog, calibration, traffic)
+    metric = rec.metric
+    summary = run.summary()
+    saved: dict[str, list[Path]] = {}
+    name = run.manifest["recipe"]["resolved"].get("name", "run")
+    parts = [f"<h1>{_e(name)}: compression report</h1>",
+             f'<p class="muted">run <code>{_e(run.path)}</code>, task {_e(run.task)}, '
+             f"primary metric <b>{_e(metric)}</b>, finished {_e(run.manifest.get('finished'))}"
+             "</p>"]
+
+    # recommendation
+    parts.append("<h2>Recommendation</h2>")
+    cls = "win" if rec.winner else "none"
+    items = "".join(f"<li>{_e(x)}</li>" for x in rec.explanation)
+    parts.append(f'<div class="{cls}"><ul>{items}</ul></div>')
+    parts.append(f'<p class="muted">Targets: {_e(rec.provenance.get("targets") or "none")}; '
+                 f"ranking by {_e(rec.ranking.replace('_', ' '))}; traffic: "
+                 f"{_e(rec.provenance.get('traffic') or 'none')}.</p>")
+
+    # candidates
+    q = rec.quality.set_index("candidate")
+    keys = [k for k in ("accuracy", "macro_f1", "spearman", "pearson", "perplexity",
+                        "next_token_accuracy", "top1_agreement", "kl_divergence", "cosine")
+            if k in summary and summary[k].notna().any()]
+    rows = []
+    for _, r in summary.iterrows():
+        ok = q.loc[r["candidate"], "passes_quality"] if r["candidate"] in q.index else False
+        why = q.loc[r["candidate"], "quality_reasons"] if r["candidate"] in q.index else []
+        rows.append([_e(r["candidate"]) + (" *" if r["candidate"] == r.get("baseline") else ""),
+                     _e(r.get("kind")), _e(r.get("status")),
+                     *[_f(r.get(k), ".4f") for k in keys],
+                     _f(r.get("latency_p50_ms"), ".2f"), _f(r.get("latency_p95_ms"), ".2f"),
+                     _f(r.get("size_mb"), ".1f"), _f(r.get("peak_rss_mb"), ".0f"),
+                     "yes" if ok else _e("; ".join(why) or "no")])
+    parts.append("<h2>Candidates</h2>")
+    parts.append(_table(["candidate", "kind", "status", *keys, "p50 ms", "p95 ms", "size MB",
+                         "peak MB", "meets quality targets"], rows, left=3))
+    parts.append('<p class="muted">* baseline. All figures in this table are '
+                 f'{_tag("measured")} on this machine '
+                 f"({_e(summary.iloc[0].get('device_name') if len(summary) else '-')}).</p>")
+
+    # plots
+    parts.append("<h2>Quality vs cost</h2>")
+    b64 = _save(_pareto_plot(rec, metric, plt), "pareto", plot_dir, saved)
+    parts.append(f'<figure><img alt="Pareto plot: {_e(metric)} vs cost" '
+                 f'src="data:image/png;base64,{b64}"><figcaption>Each candidate on each '
+                 "target it can run on (circles measured here, triangles projected); the "
+                 "frontier takes each candidate at its cheapest target.</figcaption></figure>")
+    pr = [[_e(p["candidate"]), _e(p["target"]), _e(p["runtime"]), _f(p["value"], ".4f"),
+           _f(p["cost"], ".6f"), _tag(p["provenance"]),
+           "yes" if p["passes_quality"] else "no"] for _, p in rec.pareto.iterrows()]
+    parts.append(_table(["candidate", "target", "runtime", metric, rec.ranking, "figures",
+                         "meets quality"], pr, left=3))
+    parts.append("<h2>Latency vs size</h2>")
+    b64 = _save(_latency_size_plot(summary, plt), "latency_size", plot_dir, saved)
+    parts.append(f'<figure><img alt="latency vs size" src="data:image/png;base64,{b64}">'
+                 f"<figcaption>{_tag('measured')} here.</figcaption></figure>")
+
+    # cost per target, top candidates
+    opts = rec.options.merge(rec.quality[["candidate", "passes_quality"]], on="candidate",
+                             how="left")
+    ranked = (opts[(opts["status"] == "ok") & opts["cost_per_1k"].notna()]
+              .sort_values(["passes_quality", "cost_per_1k"], ascending=[False, True]))
+    top_names = list(dict.fromkeys(ranked["candidate"]))[:top]
+    parts.append("<h2>Cost per target (top candidates)</h2>")
+    if top_names:
+        b64 = _save(_cost_per_target_plot(top_names, rec.options, plt), "cost_per_target",
+                    plot_dir, saved)
+        parts.append(f'<figure><img alt="cost per target" src="data:image/png;base64,{b64}">'
+                     "</figure>")
+        tr = []
+        shown = rec.options[rec.options["candidate"].isin(top_names)].copy()
+        shown["_order"] = shown["candidate"].map({n: i for i, n in enumerate(top_names)})
+        shown = shown.sort_values(["_order", "cost_per_1k"], na_position="last")
+        for _, r in shown.iterrows():
+            tr.append([_e(r["candidate"]), _e(r["target"]), _e(r["runtime"]), _e(r["status"]),
+                       _tag(r["provenance"]), _f(r["batch_size"], ".0f"),
+                       _f(r["latency_p95_ms"], ".2f"), _f(r["throughput_per_s"], ".1f"),
+                       _f(r["price_per_hour"], ".3f"), _f(r["cost_per_1k"], ".6f"),
+                       _e(r["reason"] if isinstance(r["reason"], str) else "")])
+        parts.append(_table(["candidate", "target", "runtime", "status", "figures", "batch",
+                             "p95 ms", "inf/s", "$/h", "$ per 1k", "reason"], tr, left=5,
+                            also_left=(-1,)))
+    else:
+        parts.append("<p>No candidate has a price on any target.</p>")
+
+    # prices and provenance
+    p = rec.provenance
+    parts.append("<h2>Prices and catalog</h2>")
+    parts.append(f'<p class="muted">catalog: {_e(", ".join(p.get("catalog_files") or []))}; '
+                 f'price files: {_e(", ".join(p.get("price_files") or []) or "none (defaults)")}'
+                 f"; calibration: {_e(p.get('calibration'))}</p>")
+    parts.append(_table(["target", "$ per hour", "source"],
+                        [[_e(t), _f(v["price_per_hour"], ".4f"), _e(v["source"])]
+                         for t, v in p["prices"].items()], left=1))
+    m = run.manifest
+    parts.append("<h2>Provenance</h2>")
+    prov = [["recipe", _e(m["recipe"].get("path"))], ["suite", _e(m["suite"].get("path"))],
+            ["model", _e((m.get("plan") or {}).get("model"))], ["seed", _e(m.get("seed"))],
+            ["git", _e(m.get("git"))],
+            ["versions", _e(", ".join(f"{k} {v}" for k, v in (m.get("versions") or {}).items()))],
+            ["started / finished", _e(f"{m.get('started')} / {m.get('finished')}")],
+            ["wall time", _e(f"{m.get('wall_time_s')} s")],
+            ["cache", _e(json.dumps(m.get("stats") or {}))]]
+    parts.append(_table(["", "value"], prov, left=2))
+    parts.append('<p class="muted">Quality, fidelity and local-cpu latency/memory are '
+                 f'{_tag("measured")}; latency, throughput and cost on other targets are '
+                 f'{_tag("projected")} by the roofline model.</p>')
+
+    page = ("<!doctype html><html lang=en><head><meta charset=utf-8>"
+            f"<title>{_e(name)}: compress report</title><style>{CSS}</style></head><body>"
+            + "\n".join(parts) + "</body></html>\n")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(page)
+    return Report(out, saved, rec.winner)

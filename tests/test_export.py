@@ -1,0 +1,78 @@
+"""`compress export`: the deployable directory, its model card, refusals, and loading the
+export in a fresh process. (test_recommend_cli.py exports ONNX candidates of a real run.)"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from compress.artifacts import META_FILE
+from compress.errors import CompressError, InputError
+from compress.export import export
+from tests.conftest import inproc_outputs, reload_outputs, run_cli
+from tests.test_gate import _row, make_run
+
+
+@pytest.fixture
+def run_with_artifact(tmp_path, tiny_bert_cls, monkeypatch):
+    """A synthetic run whose candidate `teacher` is the tiny classifier in a fake cache."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("COMPRESS_CACHE_DIR", str(cache))
+    art = cache / "artifacts" / "abc123"
+    shutil.copytree(tiny_bert_cls, art)
+    (art / META_FILE).write_text(json.dumps({"key": "abc123", "kind": "pytorch"}))
+    rows = [_row("teacher", 0.95, None, 10.0, 300.0, artifact_path=str(art),
+                 artifact_key="abc123", measured_at="2026-11-28T00:00:00"),
+            _row("int8", 0.94, 0.98, 5.0, 200.0, artifact_path=str(tmp_path / "gone"))]
+    run = make_run(tmp_path / "run", rows)
+    m = json.loads((run / "manifest.json").read_text())
+    m.update(cache_dir=str(cache), seed=0, git="deadbeef", versions={"torch": "2.13.0"},
+             plan={"model": "tiny-bert", "nodes": [
+                 {"key": "abc123", "step": "teacher", "stage": "finetune",
+                  "config": {"epochs": 1}, "parent": None}]})
+    (run / "manifest.json").write_text(json.dumps(m))
+    return run, art
+
+
+def test_export_writes_a_loadable_dir_with_a_model_card(run_with_artifact, tmp_path):
+    run, art = run_with_artifact
+    out = export(run, "teacher", to=tmp_path / "release")
+    dest = tmp_path / "release"
+    assert out.path == dest.resolve() and (dest / "config.json").is_file()
+    assert not (dest / META_FILE).exists() and (dest / "model.safetensors").is_file()
+    assert not list(tmp_path.glob(".release.*"))          # no temporary dir left behind
+    card = (dest / "README.md").read_text()
+    assert card.startswith("# teacher")
+    assert "| accuracy (primary) | 0.9500 | - |" in card
+    assert "| latency p95 (ms) | 10.00 | - |" in card
+    assert "teacher (finetune: {\"epochs\": 1})" in card and "deadbeef" in card
+    assert "load_for_inference" in card
+    # a fresh process loads the export and gives the artifact's outputs
+    fresh = reload_outputs([(dest, "text-classification")])[str(dest)]
+    _, here = inproc_outputs(art, "text-classification")
+    np.testing.assert_allclose(np.array(fresh["out"]), here, rtol=1e-5, atol=1e-6)
+
+
+def test_export_refusals(run_with_artifact, tmp_path):
+    run, art = run_with_artifact
+    with pytest.raises(InputError, match="not in the run"):
+        export(run, "../../etc", to=tmp_path / "x")
+    with pytest.raises(InputError, match="inside the artifact cache"):
+        export(run, "teacher", to=art.parent / "mine")
+    with pytest.raises(InputError, match="overlaps the run directory"):
+        export(run, "teacher", to=run / "export")
+    with pytest.raises(InputError, match="name one candidate"):
+        export(run, to=tmp_path / "x")
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "keep.txt").write_text("mine")
+    with pytest.raises(InputError, match="not empty"):
+        export(run, "teacher", to=tmp_path / "full")
+    assert (tmp_path / "full" / "keep.txt").read_text() == "mine"
+    with pytest.raises(CompressError, match="is gone"):
+        export(run, "int8", to=tmp_path / "y")
+    assert not (tmp_path / "y").exists()
+    r = run_cli("export", str(run), "nope", "--to", str(tmp_path / "z"), timeout=120)
+    assert r.returncode == 2 and "not in the run" in r.stderr and "Traceback" not in r.stderr

@@ -1,0 +1,225 @@
+"""`compress gate`: each threshold type passing and failing, missing measurements (exit 2),
+regressions against a previous release, JUnit XML, markdown and the JSON verdict.
+
+Synthetic run directories (manifest.json + results.json as compress.results writes them)
+keep these fast; test_recommend_cli.py gates a tiny real run."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from compress.errors import InputError
+from compress.gate import gate
+from tests.conftest import ROOT, run_cli
+
+
+def _row(name, acc, agree, p95, peak, **extra):
+    return {"candidate": name, "role": "candidate", "step": name, "stage": "quantize",
+            "kind": "pytorch", "status": "ok", "error": None, "accuracy": acc,
+            "macro_f1": acc, "top1_agreement": agree, "latency_p50_ms": p95 and p95 * 0.9,
+            "latency_p95_ms": p95, "size_mb": peak and peak / 3, "peak_rss_mb": peak,
+            "mem_delta_mb": 10.0, "backend": "pytorch", "device": "cpu", "threads": 1,
+            "batch_size": 1, "seq_len": 128, "provenance": "measured",
+            "artifact_path": None, "primary_metric": "accuracy", "baseline": "teacher",
+            **extra}
+
+
+def make_run(path, rows=None, targets=None, task="text-classification"):
+    rows = rows if rows is not None else [
+        _row("teacher", 0.95, None, 10.0, 300.0),
+        _row("int8", 0.94, 0.98, 5.0, 200.0),
+        _row("tiny", 0.90, 0.93, 2.0, 100.0),
+    ]
+    path.mkdir(parents=True)
+    manifest = {"recipe": {"resolved": {"name": "synthetic"}},
+                "suite": {"resolved": {"name": "s", "task": task,
+                                       "latency": {"seq_lens": [128]},
+                                       "targets": targets or {}}},
+                "stats": {}}
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    (path / "results.json").write_text(json.dumps({"candidates": rows, "measurements": []}))
+    return path
+
+
+@pytest.fixture
+def run_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("COMPRESS_CALIBRATION", str(tmp_path / "no-calibration.json"))
+    return make_run(tmp_path / "run")
+
+
+def _status(result, cand, check):
+    (c,) = [c for c in result.checks if c.candidate == cand and c.check == check]
+    return c
+
+
+@pytest.mark.parametrize("key,good,bad,check", [
+    ("max_drop", 0.02, 0.005, "quality.max_drop"),               # int8 drops 0.01
+    ("max_relative_drop", 0.02, 0.005, "quality.max_relative_drop"),
+    ("min_recovery", 0.98, 0.995, "quality.min_recovery"),       # 0.94 / 0.95 = 0.989
+    ("min_value", 0.93, 0.945, "quality.min_value"),
+    ("min_fidelity", 0.97, 0.99, "fidelity.min_fidelity"),       # agreement 0.98
+    ("max_latency_ms", 6.0, 4.0, "latency.max_latency_ms"),      # p95 5 ms, measured
+    ("max_memory_mb", 250.0, 150.0, "memory.max_memory_mb"),     # peak 200 MB
+    ("max_cost_per_1k", 1.0, 1e-9, "cost.max_cost_per_1k"),      # local-cpu, measured
+])
+def test_each_threshold_passes_and_fails(run_dir, key, good, bad, check):
+    ok = gate(run_dir, {key: good}, candidates=["int8"])
+    assert ok.exit_code == 0 and _status(ok, "int8", check).status == "pass"
+    no = gate(run_dir, {key: bad}, candidates=["int8"])
+    c = _status(no, "int8", check)
+    assert no.exit_code == 1 and c.status == "fail" and c.threshold == bad
+    assert c.value is not None and c.message
+
+
+def test_values_are_the_runs_figures(run_dir):
+    r = gate(run_dir, {"max_drop": 1, "min_recovery": 0, "max_latency_ms": 100,
+                       "max_memory_mb": 1e4, "max_cost_per_1k": 1.0}, candidates=["tiny"])
+    assert _status(r, "tiny", "quality.max_drop").value == pytest.approx(0.05)
+    assert _status(r, "tiny", "quality.min_recovery").value == pytest.approx(0.90 / 0.95)
+    lat = _status(r, "tiny", "latency.max_latency_ms")
+    assert lat.value == 2.0 and lat.provenance == "measured" and lat.target == "local-cpu"
+    assert _status(r, "tiny", "memory.max_memory_mb").value == 100.0
+    cost = _status(r, "tiny", "cost.max_cost_per_1k")
+    from compress.decide.cost import cost_table
+    from compress.hardware.catalog import load_catalog
+    from compress.hardware.projection import Setting
+
+    row = cost_table([_row("tiny", 0.9, 0.93, 2.0, 100.0)], load_catalog(), Setting(128),
+                     targets=["local-cpu"]).iloc[0]
+    assert cost.value == pytest.approx(row["cost_per_1k"]) and cost.value > 0
+
+
+def test_suite_targets_apply_and_flags_override(tmp_path, monkeypatch):
+    monkeypatch.setenv("COMPRESS_CALIBRATION", str(tmp_path / "none.json"))
+    run = make_run(tmp_path / "run", targets={"max_drop": 0.02, "min_fidelity": 0.95})
+    r = gate(run)   # default: every candidate; int8 passes, tiny fails both
+    assert {c.candidate for c in r.checks} == {"teacher", "int8", "tiny"}
+    assert _status(r, "int8", "quality.max_drop").status == "pass"
+    assert _status(r, "tiny", "quality.max_drop").status == "fail"
+    assert _status(r, "tiny", "fidelity.min_fidelity").status == "fail"
+    assert not [c for c in r.checks if c.candidate == "teacher" and c.check.startswith("fid")]
+    assert r.exit_code == 1
+    assert gate(run, {"max_drop": 0.1, "min_fidelity": 0.9}).exit_code == 0
+    # a suite file's targets replace the run's; the suite must be for the same task
+    (tmp_path / "s.yaml").write_text((ROOT / "eval" / "bbc-news.yaml").read_text())
+    s = gate(run, suite=tmp_path / "s.yaml", candidates=["int8"])  # max_drop 0.01, fid 0.97
+    assert s.thresholds == {"max_drop": 0.01, "min_fidelity": 0.97} and s.exit_code == 0
+    with pytest.raises(InputError, match="suite is for feature-extraction"):
+        gate(run, suite=ROOT / "eval" / "minilm-similarity.yaml")
+
+
+def test_lower_is_better_metric(tmp_path, monkeypatch):
+    monkeypatch.setenv("COMPRESS_CALIBRATION", str(tmp_path / "none.json"))
+    rows = [{**_row(n, None, a, 1.0, 100.0), "accuracy": None, "perplexity": p,
+             "primary_metric": "perplexity"}
+            for n, p, a in (("teacher", 20.0, None), ("int4", 21.0, 0.9))]
+    run = make_run(tmp_path / "run", rows, task="causal-lm")
+    r = gate(run, {"max_drop": 0.5, "min_value": 25.0}, candidates=["int4"])
+    assert _status(r, "int4", "quality.max_drop").status == "fail"     # +1.0 ppl > 0.5
+    assert _status(r, "int4", "quality.min_value").status == "pass"    # 21 under ceiling 25
+    assert gate(run, {"min_value": 20.5}, candidates=["int4"]).exit_code == 1
+
+
+def test_missing_measurement_is_an_error_not_a_pass(tmp_path, monkeypatch):
+    monkeypatch.setenv("COMPRESS_CALIBRATION", str(tmp_path / "none.json"))
+    rows = [_row("teacher", 0.95, None, 10.0, 300.0),
+            _row("int8", 0.94, None, None, None)]
+    run = make_run(tmp_path / "run", rows)
+    r = gate(run, {"max_latency_ms": 100, "max_memory_mb": 1e4, "min_fidelity": 0.5,
+                   "max_drop": 1.0, "max_cost_per_1k": 1.0}, candidates=["int8"])
+    assert r.exit_code == 2
+    assert {c.check for c in r.checks if c.status == "error"} == {
+        "latency.max_latency_ms", "memory.max_memory_mb", "fidelity.min_fidelity",
+        "cost.max_cost_per_1k"}
+    assert _status(r, "int8", "quality.max_drop").status == "pass"
+    failed = make_run(tmp_path / "run2", [_row("teacher", 0.95, None, 10.0, 300.0),
+                                          {**_row("bad", None, None, None, None),
+                                           "status": "failed", "error": "boom"}])
+    f = gate(failed, {"max_drop": 1.0})
+    assert f.exit_code == 2 and _status(f, "bad", "measured").message == "candidate failed: boom"
+
+
+def test_invalid_input(run_dir, tmp_path):
+    with pytest.raises(InputError, match="nothing to check"):
+        gate(run_dir)
+    with pytest.raises(InputError, match="not in the run"):
+        gate(run_dir, {"max_drop": 1}, candidates=["nope"])
+    with pytest.raises(InputError, match="need --baseline"):
+        gate(run_dir, {"max_cost_increase": 0.05})
+    with pytest.raises(InputError, match="not in the catalog"):
+        gate(run_dir, {"max_drop": 1}, target="Z80")
+    with pytest.raises(InputError, match="not a run directory"):
+        gate(tmp_path / "missing", {"max_drop": 1})
+
+
+def test_baseline_regressions(tmp_path, monkeypatch):
+    monkeypatch.setenv("COMPRESS_CALIBRATION", str(tmp_path / "none.json"))
+    prev = make_run(tmp_path / "prev", [_row("teacher", 0.95, None, 10.0, 300.0),
+                                        _row("int8", 0.944, 0.98, 4.0, 200.0)])
+    cur = make_run(tmp_path / "cur")   # int8: accuracy 0.94 (-0.004), p95 5 ms (+25%)
+    ok = gate(cur, {"max_quality_decrease": 0.005,
+                    "max_latency_increase": 0.30, "max_cost_increase": 0.30},
+              candidates=["int8"], baseline=prev)
+    assert ok.exit_code == 0, [c.message for c in ok.checks]
+    assert _status(ok, "int8", "regression.max_quality_decrease").value == pytest.approx(0.004)
+    assert _status(ok, "int8", "regression.max_latency_increase").value == pytest.approx(0.25)
+    cost = _status(ok, "int8", "regression.max_cost_increase")
+    assert cost.value == pytest.approx(0.25)    # local-cpu cost follows the measured p50
+    bad = gate(cur, {"max_quality_decrease": 0.003, "max_cost_increase": 0.05},
+               candidates=["int8"], baseline=prev / "results.json")
+    assert bad.exit_code == 1
+    assert {c.check for c in bad.checks if c.status == "fail"} == {
+        "regression.max_quality_decrease", "regression.max_cost_increase"}
+    # the previous release's gate verdict serves as a baseline too (artifacts long gone)
+    verdict = tmp_path / "prev-verdict.json"
+    verdict.write_text(gate(prev, {"max_drop": 1}, candidates=["int8"]).to_json())
+    again = gate(cur, {"max_cost_increase": 0.05}, candidates=["int8"], baseline=verdict)
+    assert _status(again, "int8", "regression.max_cost_increase").value == pytest.approx(0.25)
+    # compared with another candidate of the previous release; a missing one is an error
+    other = gate(cur, {"max_quality_decrease": 0.1}, candidates=["tiny"], baseline=prev,
+                 baseline_candidate="int8")
+    assert _status(other, "tiny", "regression.max_quality_decrease").value == \
+        pytest.approx(0.044)
+    missing = gate(cur, {"max_quality_decrease": 0.1}, candidates=["tiny"], baseline=prev)
+    assert missing.exit_code == 2
+
+
+def test_junit_markdown_and_json_through_the_cli(run_dir, tmp_path):
+    out = tmp_path / "out"
+    summary = tmp_path / "step-summary.md"
+    summary.write_text("earlier step\n")
+    r = run_cli("gate", str(run_dir), "--max-drop", "0.02", "--max-latency-ms", "6",
+                "--junit", str(out / "gate.xml"), "--markdown", str(out / "gate.md"),
+                "--json", str(out / "gate.json"),
+                env={"GITHUB_STEP_SUMMARY": str(summary)}, timeout=120)
+    # teacher: drop 0, p95 10 > 6 (fail); int8: pass, pass; tiny: drop 0.05 (fail), pass
+    assert r.returncode == 1, r.stderr
+    assert "FAIL: 4 passed, 2 failed, 0 error(s)" in r.stdout
+    root = ET.parse(out / "gate.xml").getroot()
+    assert root.tag == "testsuites" and root.get("tests") == "6"
+    assert root.get("failures") == "2" and root.get("errors") == "0"
+    cases = root.findall("./testsuite/testcase")
+    assert len(cases) == 6
+    failed = {(c.get("classname"), c.get("name")) for c in cases if c.find("failure") is not None}
+    assert failed == {("gate.teacher", "latency.max_latency_ms"),
+                      ("gate.tiny", "quality.max_drop")}
+    md = (out / "gate.md").read_text()
+    assert md.startswith("## compress gate: FAIL")
+    assert "| tiny | quality.max_drop | 0.05 | 0.02 | measured | ❌ fail" in md
+    assert summary.read_text() == "earlier step\n" + md + "\n"
+    verdict = json.loads((out / "gate.json").read_text())
+    assert verdict["verdict"] == "fail" and verdict["exit_code"] == 1
+    assert verdict["counts"] == {"pass": 4, "fail": 2, "error": 0}
+    assert verdict["figures"]["int8"]["latency_p95_ms"] == 5.0
+
+    passing = run_cli("gate", str(run_dir), "--candidate", "int8", "--max-drop", "0.02",
+                      "--max-accuracy-decrease", "0.01", "--baseline", str(run_dir),
+                      timeout=120)
+    assert passing.returncode == 0, passing.stderr
+    assert "PASS: 2 passed" in passing.stdout
+    err = run_cli("gate", str(run_dir), "--candidate", "nope", "--max-drop", "1", timeout=120)
+    assert err.returncode == 2 and "not in the run" in err.stderr
+    assert "Traceback" not in err.stderr

@@ -1,0 +1,41 @@
+"""`compress report`: one self-contained HTML page holding its plots (synthetic run)."""
+
+from __future__ import annotations
+
+import re
+
+from compress.report import build_report
+from tests.conftest import run_cli
+from tests.test_gate import make_run
+
+
+def test_report_is_self_contained_and_holds_the_plots(tmp_path, monkeypatch):
+    monkeypatch.setenv("COMPRESS_CALIBRATION", str(tmp_path / "none.json"))
+    run = make_run(tmp_path / "run", targets={"max_drop": 0.02})
+    r = build_report(run, tmp_path / "out" / "report.html")
+    page = r.path.read_text()
+    refs = re.findall(r'(?:src|href)\s*=\s*["\']([^"\']+)', page)
+    assert refs and all(x.startswith("data:image/png;base64,") for x in refs), refs
+    assert not re.search(r"https?://", page)
+    assert page.count("data:image/png;base64,") == 3
+    assert set(r.plots) == {"pareto", "latency_size", "cost_per_target"}
+    for png, svg in r.plots.values():
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "<svg" in svg.read_text()[:400]
+    # the recommendation (int8 at the cheapest local price meeting max_drop 0.02)
+    assert r.winner and r.winner["candidate"] == "int8"
+    assert "Recommended: int8 on local-cpu" in page
+    for heading in ("Candidates", "Quality vs cost", "Latency vs size", "Prices and catalog",
+                    "Provenance", "Cost per target"):
+        assert f"<h2>{heading}" in page
+    assert 'class="tag measured"' in page and "local-cpu" in page
+    assert "drop 0.0500 &gt; max_drop 0.02" in page      # why tiny does not qualify
+
+
+def test_report_cli_default_path(tmp_path):
+    run = make_run(tmp_path / "run", targets={"max_drop": 0.02})
+    r = run_cli("report", str(run), env={"COMPRESS_CALIBRATION": str(tmp_path / "n.json")},
+                timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert (run / "report.html").is_file() and (run / "report_plots" / "pareto.svg").is_file()
+    bad = run_cli("report", str(tmp_path / "nope"), timeout=120)
+    assert bad.returncode == 2 and "not a run directory" in bad.stderr
