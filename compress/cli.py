@@ -28,6 +28,17 @@ Sets = Annotated[list[str] | None, typer.Option(
     "--set", help="override a recipe setting: key.path=value (repeatable); "
                   "pipeline.<step id>.with.<setting>=..., suite.<path>=... for the suite")]
 
+# quality / latency / memory thresholds shared by `recommend` and `gate` (override the suite)
+MaxDrop = Annotated[float | None, typer.Option(
+    help="max absolute drop of the primary metric vs the run's baseline")]
+MaxRelativeDrop = Annotated[float | None, typer.Option(help="max relative drop (0.02 = 2%)")]
+MinRecovery = Annotated[float | None, typer.Option(help="min candidate / baseline ratio")]
+MinValue = Annotated[float | None, typer.Option(
+    help="floor of the primary metric (ceiling if lower is better)")]
+MinFidelity = Annotated[float | None, typer.Option(help="floor of top-1 agreement or cosine")]
+MaxLatencyMs = Annotated[float | None, typer.Option(help="max p95 latency (ms)")]
+MaxMemoryMb = Annotated[float | None, typer.Option(help="max memory (MB)")]
+
 
 @app.callback()
 def _main(verbose: Annotated[bool, typer.Option("-v", "--verbose",
@@ -297,15 +308,10 @@ def _f(v, fmt):
 
 @app.command()
 def recommend(run_dir: Annotated[Path, typer.Argument(help="a run directory")],
-              max_drop: Annotated[float | None, typer.Option(help="max absolute drop of the "
-                                                             "primary metric")] = None,
-              max_relative_drop: Annotated[float | None, typer.Option()] = None,
-              min_recovery: Annotated[float | None, typer.Option()] = None,
-              min_value: Annotated[float | None, typer.Option(
-                  help="floor of the primary metric (ceiling if lower is better)")] = None,
-              min_fidelity: Annotated[float | None, typer.Option()] = None,
-              max_latency_ms: Annotated[float | None, typer.Option(help="p95")] = None,
-              max_memory_mb: Annotated[float | None, typer.Option()] = None,
+              max_drop: MaxDrop = None, max_relative_drop: MaxRelativeDrop = None,
+              min_recovery: MinRecovery = None, min_value: MinValue = None,
+              min_fidelity: MinFidelity = None, max_latency_ms: MaxLatencyMs = None,
+              max_memory_mb: MaxMemoryMb = None,
               requests_per_day: Annotated[float | None, typer.Option()] = None,
               peak_factor: Annotated[float, typer.Option()] = 1.0,
               prices: Annotated[Path | None, typer.Option(help="YAML prices file: "
@@ -421,15 +427,10 @@ def gate(run_dir: Annotated[Path, typer.Argument(help="a run directory")],
          target: Annotated[str | None, typer.Option(
              help="hardware target for latency, memory and cost (projected) "
              "[default: local-cpu, measured]")] = None,
-         max_drop: Annotated[float | None, typer.Option(
-             help="max absolute drop of the primary metric vs the run's baseline")] = None,
-         max_relative_drop: Annotated[float | None, typer.Option()] = None,
-         min_recovery: Annotated[float | None, typer.Option()] = None,
-         min_value: Annotated[float | None, typer.Option(
-             help="floor of the primary metric (ceiling if lower is better)")] = None,
-         min_fidelity: Annotated[float | None, typer.Option()] = None,
-         max_latency_ms: Annotated[float | None, typer.Option(help="p95")] = None,
-         max_memory_mb: Annotated[float | None, typer.Option()] = None,
+         max_drop: MaxDrop = None, max_relative_drop: MaxRelativeDrop = None,
+         min_recovery: MinRecovery = None, min_value: MinValue = None,
+         min_fidelity: MinFidelity = None, max_latency_ms: MaxLatencyMs = None,
+         max_memory_mb: MaxMemoryMb = None,
          max_cost_per_1k: Annotated[float | None, typer.Option(
              help="max $ per 1,000 inferences on the target")] = None,
          max_quality_decrease: Annotated[float | None, typer.Option(
