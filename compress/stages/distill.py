@@ -9,8 +9,8 @@ from the teacher's config with overrides (`student_config`). Losses, by task:
   unlabelled text;
 - optionally hidden-state MSE on mapped layers.
 With a dev split it evaluates each epoch (classification accuracy, causal-lm loss,
-embedding cosine to the teacher) and keeps the best epoch. `train_student` is shared with
-the prune stage's recovery step.
+embedding cosine to the teacher) and keeps the best epoch; the loop itself is
+compress.stages.training's. `train_student` is shared with the prune stage's recovery step.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from pydantic import Field, model_validator
 
 from compress.artifacts import Artifact, Kind
 from compress.stages.base import Stage, StageConfig, StageContext, register
+from compress.stages.training import train_epochs
 
 
 class DistillConfig(StageConfig):
@@ -174,68 +175,36 @@ def train_student(student, teacher, tok, task: str, texts: list[str], labels: li
     history, steps and the best epoch's dev metric."""
     import torch
 
-    from compress.quiet import import_transformers
-
-    tf = import_transformers()
     if task == "text-classification" and labels is None and s.alpha < 1:
         raise ValueError("classification with alpha < 1 needs labels (set "
                          "data.train.label_column) or alpha: 1 (teacher loss only)")
     torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
     teacher.eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
-    enc = tok(texts, truncation=True, max_length=s.max_length)
     y = torch.tensor(labels) if labels is not None else None
     steps_per_epoch = math.ceil(len(texts) / s.batch_size)
     total, epochs = steps_per_epoch * s.epochs, s.epochs
     if s.max_steps:  # as in HF Trainer: max_steps overrides epochs
         total, epochs = s.max_steps, math.ceil(s.max_steps / steps_per_epoch)
-    params = [p for p in student.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay)
-    sched = tf.get_linear_schedule_with_warmup(opt, int(total * s.warmup_ratio), total)
-    advance = track("distill", total) if track else (lambda n=1: None)
-    history, best, step = [], None, 0
-    for epoch in range(epochs):
-        student.train()
-        order = torch.randperm(len(texts), generator=gen).tolist()
-        losses = []
-        for start in range(0, len(order), s.batch_size):
-            if step >= total:
-                break
-            idx = order[start:start + s.batch_size]
-            batch = tok.pad({k: [enc[k][i] for i in idx] for k in enc}, return_tensors="pt")
-            loss = distill_loss(student, teacher, batch, task, s,
-                                y[idx] if y is not None else None)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
-            sched.step()
-            opt.zero_grad()
-            losses.append(loss.item())
-            step += 1
-            advance(1)
-        record = {"epoch": epoch + 1, "train_loss": sum(losses) / max(len(losses), 1)}
-        if dev is not None:
-            name, value, higher = evaluate(student, teacher, tok, task, dev[0], dev[1],
-                                           s.max_length)
-            record[name] = value
-            score = value if higher else -value
-            if best is None or score > best[0]:
-                best = (score, epoch + 1, name, value,
-                        {k: v.detach().clone() for k, v in student.state_dict().items()})
-        history.append(record)
-        if log:
-            log(f"epoch {epoch + 1}: " + ", ".join(f"{k}={v:.4f}" for k, v in record.items()
-                                                    if k != "epoch"))
-        if step >= total:
-            break
-    if best is not None:
-        student.load_state_dict(best[4])
-    student.eval()
-    out = {"steps": step, "history": history, "best_epoch": best[1] if best else len(history)}
-    if best is not None:
-        out[f"best_{best[2]}"] = best[3]
+
+    def loss_fn(batch, idx):
+        return distill_loss(student, teacher, batch, task, s, y[idx] if y is not None else None)
+
+    def dev_metric():
+        return None if dev is None else evaluate(student, teacher, tok, task, dev[0], dev[1],
+                                                 s.max_length)
+
+    result = train_epochs(student, tok, texts, loss_fn, epochs=epochs, total=total, lr=s.lr,
+                          weight_decay=s.weight_decay, warmup_ratio=s.warmup_ratio,
+                          batch_size=s.batch_size, max_length=s.max_length, seed=seed,
+                          evaluate=dev_metric, clip_norm=1.0,
+                          advance=track("distill", total) if track else (lambda n=1: None),
+                          log=log)
+    out = {k: result[k] for k in ("steps", "history", "best_epoch")}
+    if result["best"] is not None:
+        name, value = result["best"]
+        out[f"best_{name}"] = value
     return out
 
 

@@ -15,6 +15,7 @@ from pydantic import Field
 
 from compress.artifacts import Artifact, Kind
 from compress.stages.base import Stage, StageConfig, StageContext, register
+from compress.stages.training import train_epochs
 
 
 class FinetuneConfig(StageConfig):
@@ -56,7 +57,7 @@ class Finetune(Stage):
         from compress.models import load_pytorch, load_tokenizer
         from compress.quiet import import_transformers
 
-        tf = import_transformers()
+        import_transformers()
         torch.manual_seed(ctx.seed)
         texts, labels = ctx.texts("train"), ctx.labels("train")
         if labels is None:
@@ -70,57 +71,30 @@ class Finetune(Stage):
         if config.train == "head":
             for p in model.base_model.parameters():
                 p.requires_grad_(False)
-        params = [p for p in model.parameters() if p.requires_grad]
-        enc = tok(texts, truncation=True, max_length=config.max_length)
         y = torch.tensor([label2id[v] for v in labels])
-        steps_per_epoch = math.ceil(len(texts) / config.batch_size)
-        total = steps_per_epoch * config.epochs
+        total = math.ceil(len(texts) / config.batch_size) * config.epochs
         if config.max_steps:
             total = min(total, config.max_steps)
-        opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-        sched = tf.get_linear_schedule_with_warmup(opt, int(total * config.warmup_ratio), total)
-        gen = torch.Generator().manual_seed(ctx.seed)
         dev = (ctx.texts("dev"), ctx.labels("dev")) if "dev" in ctx.data else None
 
-        advance = ctx.track("finetune", total)
-        history, best, step = [], None, 0
-        for epoch in range(config.epochs):
-            model.train()
-            order = torch.randperm(len(texts), generator=gen).tolist()
-            losses = []
-            for start in range(0, len(order), config.batch_size):
-                if step >= total:
-                    break
-                idx = order[start:start + config.batch_size]
-                batch = tok.pad({k: [enc[k][i] for i in idx] for k in enc}, return_tensors="pt")
-                loss = model(**batch, labels=y[idx]).loss
-                loss.backward()
-                opt.step()
-                sched.step()
-                opt.zero_grad()
-                losses.append(loss.item())
-                step += 1
-                advance(1)
-            record = {"epoch": epoch + 1, "train_loss": sum(losses) / max(len(losses), 1)}
-            if dev is not None:
-                record["dev_accuracy"] = _accuracy(model, tok, dev[0], dev[1], label2id,
-                                                   config.max_length)
-                if best is None or record["dev_accuracy"] > best[0]:
-                    best = (record["dev_accuracy"], epoch + 1,
-                            {k: v.detach().clone() for k, v in model.state_dict().items()})
-            history.append(record)
-            ctx.log(f"epoch {epoch + 1}: " + ", ".join(f"{k}={v:.4f}" for k, v in record.items()
-                                                        if k != "epoch"))
-            if step >= total:
-                break
-        if best is not None:
-            model.load_state_dict(best[2])
-        model.eval()
+        def evaluate():
+            if dev is None:
+                return None
+            return "dev_accuracy", _accuracy(model, tok, dev[0], dev[1], label2id,
+                                             config.max_length), True
+
+        result = train_epochs(
+            model, tok, texts, lambda batch, idx: model(**batch, labels=y[idx]).loss,
+            epochs=config.epochs, total=total, lr=config.lr, weight_decay=config.weight_decay,
+            warmup_ratio=config.warmup_ratio, batch_size=config.batch_size,
+            max_length=config.max_length, seed=ctx.seed, evaluate=evaluate,
+            advance=ctx.track("finetune", total), log=ctx.log)
         model.save_pretrained(out_dir, safe_serialization=True)
         tok.save_pretrained(out_dir)
-        return {"train_examples": len(texts), "steps": step, "history": history,
-                "best_epoch": best[1] if best else len(history),
-                "dev_accuracy": best[0] if best else None}
+        best = result["best"]
+        return {"train_examples": len(texts), "steps": result["steps"],
+                "history": result["history"], "best_epoch": result["best_epoch"],
+                "dev_accuracy": best[1] if best else None}
 
 
 def _accuracy(model, tok, texts, labels, label2id, max_length, batch_size=32) -> float:
