@@ -57,6 +57,12 @@ class Artifact:
         meta = json.loads((path / META_FILE).read_text())
         return cls(key=meta["key"], path=path, kind=Kind(meta["kind"]), meta=meta)
 
+    @property
+    def properties(self) -> dict:
+        """Facts its producing stage declared (e.g. graph_optimization); see
+        `Stage.properties`."""
+        return self.meta.get("properties") or {}
+
     def size_bytes(self) -> int:
         """Serialized bytes of the model's own files (metadata excluded)."""
         return sum(f.stat().st_size for f in self.path.rglob("*")

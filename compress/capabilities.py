@@ -18,9 +18,6 @@ EXPORT_CAPABILITIES = [
      "notes": ["O4 converts to fp16 for GPU targets; refused at validation without CUDA"]},
 ]
 
-FP8_MIN_COMPUTE_CAPABILITY = 8.9  # no FP8 backend yet; recorded for the recommender
-
-
 def backend_capabilities() -> list[dict]:
     """One dict per quantize backend: where it runs, where it runs fast, formats, notes."""
     from compress.stages.quantize import BACKENDS

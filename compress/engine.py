@@ -16,7 +16,7 @@ from pathlib import Path
 
 from compress.artifacts import Artifact, Kind
 from compress.data import fingerprint
-from compress.errors import CompressError, MeasureError
+from compress.errors import CompressError, MeasureError, StageError
 from compress.plan import Node, Plan, build_plan, content_key, describe
 from compress.provenance import git_revision, package_versions
 from compress.quiet import verbose
@@ -130,7 +130,8 @@ def build_all(plan: Plan, store: Store, executor: Executor | None = None, force:
                 meta = {
                     "key": node.key, "kind": node.kind.value, "stage": node.stage,
                     "step": node.step, "config": node.config_dict(), "parent": parent,
-                    "data": node.data_fingerprints, "task": recipe.task,
+                    "data": node.data_fingerprints, "properties": node.properties,
+                    "task": recipe.task,
                     "seed": recipe.seed if stage.uses_seed else None,
                     "stage_version": stage.version, "versions": package_versions(),
                     "wall_time_s": round(time.perf_counter() - t0, 3), "checks": checks,
@@ -142,7 +143,8 @@ def build_all(plan: Plan, store: Store, executor: Executor | None = None, force:
         except KeyboardInterrupt:
             raise
         except Exception as exc:  # noqa: BLE001 - one failed stage must not stop the others
-            reason = f"stage {node.stage} failed: {type(exc).__name__}: {exc}"
+            what = str(exc) if isinstance(exc, StageError) else f"{type(exc).__name__}: {exc}"
+            reason = f"stage {node.stage} failed: {what}"
             out.errors[node.key] = reason
             reporter.step(f"[red]{node.step}: {reason}[/red]")
             if not isinstance(exc, CompressError) and verbose():

@@ -60,7 +60,7 @@ def load_for_inference(path: str | Path, task: str, trust_remote_code: bool = Fa
             return load_pytorch(path, task, trust_remote_code, **info.get("load_kwargs", {}))
     model = build_model(path, task, info.get("shapes"), trust_remote_code)
     if info.get("transform"):
-        from compress.stages.quantize import apply_transform
+        from compress.transforms import apply_transform
 
         model = apply_transform(model, info["transform"])
     load_weights(model, Path(path), info["format"])

@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from compress.errors import InputError
+from compress.errors import InputError, StageError
 
 Task = Literal["text-classification", "feature-extraction", "causal-lm"]
 TASKS: tuple[str, ...] = ("text-classification", "feature-extraction", "causal-lm")
@@ -183,7 +183,7 @@ def keep_layers(model, keep: list[int]) -> None:
     n = len(layers)
     bad = [i for i in keep if not 0 <= i < n]
     if bad:
-        raise ValueError(f"keep_layers {keep}: index {bad[0]} out of range; the model has "
+        raise StageError(f"keep_layers {keep}: index {bad[0]} out of range; the model has "
                          f"{n} layers (0..{n - 1})")
     setattr(parent, attr, torch.nn.ModuleList([layers[i] for i in keep]))
     for new_idx, layer in enumerate(getattr(parent, attr)):

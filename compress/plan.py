@@ -12,7 +12,6 @@ import hashlib
 import itertools
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -45,6 +44,7 @@ class Node:
     parent: Node | None = None
     variant: dict[str, Any] = field(default_factory=dict)  # this step's swept settings
     data_fingerprints: dict[str, str] = field(default_factory=dict)
+    properties: dict[str, Any] = field(default_factory=dict)  # declared by its stage
 
     def chain(self) -> list[Node]:
         out, node = [], self
@@ -75,9 +75,6 @@ class Plan:
     candidates: list[Candidate]
     data: dict[str, pd.DataFrame]
     eval_data: pd.DataFrame
-
-    def node_by_key(self, key: str) -> Node:
-        return next(n for n in self.nodes if n.key == key)
 
 
 def _fmt(value: Any) -> str:
@@ -173,7 +170,7 @@ def build_plan(recipe: Recipe, suite: Suite, suite_src) -> Plan:
             try:
                 config = stage.parse_config({**step.settings, **variant})
             except ValidationError as exc:
-                raise _config_error(src, loc, step, variant, exc) from None
+                raise _config_error(src, loc, step, stage, variant, exc) from None
             reason = stage.check(config, recipe.task)
             if reason:
                 raise src.error(loc + ("stage",), reason)
@@ -192,8 +189,7 @@ def build_plan(recipe: Recipe, suite: Suite, suite_src) -> Plan:
             for variant, config in configs:
                 if parent.kind not in stage.accepts(config):
                     raise src.error(loc + ("input",), _chain_message(step, parent, stage, config))
-                check_input = getattr(stage, "check_input", None)  # refusals by input node
-                reason = check_input(config, parent) if check_input else None
+                reason = stage.check_input(config, parent)
                 if reason:
                     raise src.error(loc + ("input",), reason)
                 used = {r: fp for r, fp in roles.items() if r in stage.data_roles(config)}
@@ -206,7 +202,9 @@ def build_plan(recipe: Recipe, suite: Suite, suite_src) -> Plan:
                 node = nodes.get(key) or Node(key=key, step=step.id, stage=step.stage,
                                               config=config, parent=parent, variant=variant,
                                               kind=stage.produces(config, parent.kind),
-                                              data_fingerprints=used)
+                                              data_fingerprints=used,
+                                              properties=stage.properties(config,
+                                                                          parent.properties))
                 nodes[key] = node
                 outs.append(node)
         outputs[step.id] = outs
@@ -218,22 +216,32 @@ def build_plan(recipe: Recipe, suite: Suite, suite_src) -> Plan:
                 eval_data=eval_df)
 
 
-def _config_error(src, loc, step, variant, exc: ValidationError):
+def _config_error(src, loc, step, stage, variant, exc: ValidationError):
     lines = []
+    settings = {**step.settings, **variant}
     for err in exc.errors():
-        field_name = err["loc"][0] if err["loc"] else None
+        err_loc = tuple(err["loc"])
+        if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            # the tag itself (e.g. quantize's backend) is missing or names no config class
+            err_loc = (stage.tag,)
+            err = {**err, "type": "missing" if err["type"] == "union_tag_not_found"
+                   else "union_tag_invalid", "input": settings.get(stage.tag)}
+        elif stage.tag and err_loc and err_loc[0] == settings.get(stage.tag):
+            err_loc = err_loc[1:]  # pydantic puts the tag first in a union member's errors
+        field_name = err_loc[0] if err_loc else None
         if field_name in variant:
             j = step.sweep[field_name].index(variant[field_name])
             where = loc + ("sweep", field_name, j)
         else:
-            where = loc + ("with",) + tuple(err["loc"])
+            where = loc + ("with",) + err_loc
         if err["type"] == "extra_forbidden":
-            stage = get_stage(step.stage)
             fields = sorted({f for c in stage.config_types().values() for f in c.model_fields})
             msg = f"unknown setting {field_name!r} for stage {step.stage}; expected one of: " \
                   + ", ".join(fields)
         elif err["type"] == "missing":
             msg = "required setting is missing"
+        elif err["type"] == "union_tag_invalid":
+            msg = f"got {err['input']!r}; expected one of: {err['ctx']['expected_tags']}"
         else:
             msg = f"got {err.get('input')!r}; expected: {err['msg']}"
         lines.append(f"{src.where(where)}: {format_loc(where)}: {msg}")
@@ -244,9 +252,8 @@ def _config_error(src, loc, step, variant, exc: ValidationError):
 
 def _chain_message(step, parent: Node, stage, config) -> str:
     accepts = ", ".join(sorted(k.value for k in stage.accepts(config)))
-    what = f"{step.stage}" + (f" backend={config.backend}" if hasattr(config, "backend") else "")
-    return (f"step {step.id!r} ({what}) cannot take the output of {parent.step!r}, which is "
-            f"a {parent.kind.value} artifact; it needs: {accepts}")
+    return (f"step {step.id!r} ({stage.label(config)}) cannot take the output of "
+            f"{parent.step!r}, which is a {parent.kind.value} artifact; it needs: {accepts}")
 
 
 def _candidates(recipe: Recipe, outputs: dict[str, list[Node]]) -> list[Candidate]:
@@ -259,10 +266,10 @@ def _candidates(recipe: Recipe, outputs: dict[str, list[Node]]) -> list[Candidat
             raise src.error(("candidates", j), f"unknown step {cid!r}; expected one of: "
                                                + ", ".join(outputs))
     baseline = recipe.baseline
-    if baseline is None:
-        baseline = next((s.id for s in recipe.pipeline
-                         if s.stage == "finetune" and (s.input or MODEL_STEP) == MODEL_STEP
-                         and recipe.pipeline[0] is s), MODEL_STEP)
+    if baseline is None:  # the first step, if its stage declares itself the reference
+        first = recipe.pipeline[0] if recipe.pipeline else None
+        baseline = first.id if first is not None and (first.input or MODEL_STEP) == MODEL_STEP \
+            and get_stage(first.stage).default_baseline else MODEL_STEP
     elif baseline not in outputs:
         raise src.error(("baseline",), f"unknown step {baseline!r}; expected one of: "
                                        + ", ".join(outputs))
@@ -295,10 +302,3 @@ def describe(plan: Plan) -> dict:
                         "kind": c.node.kind.value, "baseline": c.baseline.key, "role": c.role}
                        for c in plan.candidates],
     }
-
-
-def relative(path: str | Path) -> str:
-    try:
-        return str(Path(path).resolve().relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)

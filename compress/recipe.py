@@ -66,9 +66,6 @@ class Recipe(BaseModel):
         p = Path(self.suite)
         return p if p.is_absolute() else self.base_dir / p
 
-    def step_index(self, step_id: str) -> int:
-        return next(i for i, s in enumerate(self.pipeline) if s.id == step_id)
-
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     """Parse and validate the recipe's schema (`compress.plan.build_plan` checks the rest)."""

@@ -36,7 +36,7 @@ def _primary_latency(m: dict) -> dict:
     return next((r for r in rows if r["phase"] in ("forward", "prefill")), {})
 
 
-def tidy_rows(cand, m: dict, artifact) -> list[dict]:
+def tidy_rows(cand, m: dict) -> list[dict]:
     """One row per figure, each with its provenance."""
     if m.get("status") != "ok":
         return []
@@ -123,7 +123,7 @@ def build_results(plan, built, measured: dict[str, dict]) -> tuple[list[dict], l
         m = measured.get(cand.node.key, {})
         artifact = built.artifacts.get(cand.node.key)
         summary.append(summary_row(cand, m, artifact, primary))
-        tidy.extend(tidy_rows(cand, m, artifact))
+        tidy.extend(tidy_rows(cand, m))
     by_key = {c.node.key: r for c, r in zip(plan.candidates, summary, strict=True)}
     for cand, row in zip(plan.candidates, summary, strict=True):
         base = by_key.get(cand.baseline.key)

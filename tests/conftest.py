@@ -184,7 +184,8 @@ def text_frame(n: int = 24, seed: int = 1, labels: bool = True):
 def run_stage(stage_name: str, settings: dict, source: Path, out_dir: Path, task: str,
               data: dict | None = None, seed: int = 0):
     """Run one stage as the engine would (parse, check, resolve, run) and write the
-    artifact metadata; returns (Artifact, checks). Raises ValueError on a refusal."""
+    artifact metadata; returns (Artifact, checks). Raises ValueError on a refusal at
+    validation, StageError on one at run time."""
     import json
 
     from compress.artifacts import META_FILE, Artifact, Kind
@@ -211,7 +212,8 @@ def run_stage(stage_name: str, settings: dict, source: Path, out_dir: Path, task
     checks = stage.run(ctx, src, config, out_dir)
     kind = stage.produces(config, src.kind)
     meta = {"key": out_dir.name, "kind": kind.value, "stage": stage_name,
-            "config": config.model_dump(mode="json"), "checks": checks}
+            "config": config.model_dump(mode="json"), "checks": checks,
+            "properties": stage.properties(config, src.properties)}
     (out_dir / META_FILE).write_text(json.dumps(meta, default=str))
     return Artifact(key=out_dir.name, path=out_dir, kind=Kind(kind), meta=meta), checks
 
@@ -221,7 +223,7 @@ import json, sys
 import numpy as np
 from compress.encoding import Encoder
 from compress.loading import load_for_inference
-from compress.stages.export import SAMPLE_TEXTS
+from compress.stages.common import SAMPLE_TEXTS
 import torch
 out = {}
 for path, task in json.loads(sys.argv[1]):
@@ -262,7 +264,7 @@ def inproc_outputs(path: Path, task: str):
 
     from compress.encoding import Encoder
     from compress.loading import load_for_inference
-    from compress.stages.export import SAMPLE_TEXTS
+    from compress.stages.common import SAMPLE_TEXTS
 
     model = load_for_inference(path, task)
     feeds = Encoder(path)(SAMPLE_TEXTS, 32)

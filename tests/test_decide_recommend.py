@@ -48,6 +48,10 @@ def test_memory_fit_and_latency_bound_the_batch():
     tight = cost_table(rows[:1], cat, Setting(128), None, max_latency_ms=0.001,
                        targets=["T4"], models={"small": small})
     assert tight.iloc[0]["status"] == "too slow" and "p95" in tight.iloc[0]["reason"]
+    # the status comes from which limit stopped the batch, not from the reason's wording
+    capped = cost_table(rows[:1], cat, Setting(128), None, max_memory_mb=0.001,
+                        targets=["T4"], models={"small": small}).iloc[0]
+    assert capped["status"] == "too big" and "max_memory_mb" in capped["reason"]
     loose = cost_table(rows[:1], cat, Setting(128), None, max_latency_ms=1.0,
                        targets=["T4"], models={"small": small}).iloc[0]
     assert loose["status"] == "ok" and 1 <= loose["batch_size"] < 64

@@ -72,6 +72,7 @@ def test_embedding_student_from_smaller_config(tiny_bert, tmp_path):
 def test_distill_refusals(tiny_bert_cls, tmp_path):
     from pydantic import ValidationError
 
+    from compress.errors import StageError
     from compress.stages.base import get_stage
 
     stage = get_stage("distill")
@@ -81,9 +82,9 @@ def test_distill_refusals(tiny_bert_cls, tmp_path):
         stage.parse_config({"keep_layers": [2, 0]})
     with pytest.raises(ValidationError, match="hidden_size"):
         stage.parse_config({"student_config": {"hidden_size": 16}, "hidden_mse": 1.0})
-    with pytest.raises(ValueError, match="index 5 out of range"):
+    with pytest.raises(StageError, match="index 5 out of range"):
         run_stage("distill", {"keep_layers": [5]}, tiny_bert_cls, tmp_path / "x",
                   "text-classification", data={"train": text_frame(8)})
-    with pytest.raises(ValueError, match="needs labels"):
+    with pytest.raises(StageError, match="needs labels"):
         run_stage("distill", {"keep_layers": [0], "alpha": 0.5}, tiny_bert_cls, tmp_path / "y",
                   "text-classification", data={"train": text_frame(8, labels=False)})

@@ -52,7 +52,10 @@ def test_optimisation_levels_and_quantize_order(tiny_bert_cls, tmp_path):
     assert ops & {"Attention", "SkipLayerNormalization", "FastGelu", "Gelu",
                   "EmbedLayerNormalization"}, ops  # O2 fuses transformer blocks
     # the failing order is refused even outside the planner
-    with pytest.raises(ValueError, match="optimised at O2"):
+    assert o2.properties == {"graph_optimization": "O2"}  # declared by export, in its metadata
+    from compress.errors import StageError
+
+    with pytest.raises(StageError, match="optimised at O2"):
         run_stage("quantize", {"backend": "ort-int4-weight"}, o2.path, tmp_path / "bad",
                   "text-classification")
 

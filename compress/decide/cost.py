@@ -19,6 +19,7 @@ from compress.hardware.catalog import Catalog
 from compress.hardware.projection import CandidateModel, Setting
 
 BATCHES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+TOO_BIG, TOO_SLOW = "too big", "too slow"  # statuses of a pair no batch size can serve
 HOURS_PER_MONTH = 730.0
 
 
@@ -74,10 +75,10 @@ def _local_measured(cand: dict, model: CandidateModel, catalog: Catalog, setting
            "efficiency_source": "measured here", "status": "ok",
            "workers": t.workers}
     if max_latency_ms is not None and p95 > max_latency_ms:
-        row["status"] = "too slow"
+        row["status"] = TOO_SLOW
         row["reason"] = f"measured p95 {p95:.1f} ms > {max_latency_ms:g} ms"
     if max_memory_mb is not None and mem / 1e6 > max_memory_mb:
-        row["status"] = "too big"
+        row["status"] = TOO_BIG
         row["reason"] = f"measured peak {mem / 1e6:.0f} MB > {max_memory_mb:g} MB"
     throughput = t.workers * batch * 1000.0 / request
     return _price(row, t.price_per_hour, t.price_source, throughput, traffic)
@@ -115,22 +116,25 @@ def cost_table(candidates: list[dict], catalog: Catalog, setting: Setting,
                     rows.append({**base, "supported": False, "status": "unsupported",
                                  "reason": why})
                     continue
-                best, last_reason = None, None
+                best, limit, last_reason = None, None, None  # limit: what stopped the batch
                 for b in (b for b in BATCHES if b <= max_batch):
                     p = model.project(t, runtime, catalog, setting, b, calibration)
                     need = p.memory_bytes * t.workers
                     if need > t.memory_gb * 1e9:
+                        limit = TOO_BIG
                         last_reason = (f"batch {b} needs {need / 1e9:.2f} GB "
                                        f"(weights + activations + workspace"
                                        f"{f' x {t.workers} workers' if t.workers > 1 else ''})"
                                        f" > {t.memory_gb:g} GB")
                         break
                     if max_memory_mb is not None and p.memory_bytes / 1e6 > max_memory_mb:
+                        limit = TOO_BIG
                         last_reason = (f"batch {b} needs {p.memory_bytes / 1e6:.0f} MB > "
                                        f"max_memory_mb {max_memory_mb:g}")
                         break
                     p95 = p.latency_ms * p95_ratio
                     if max_latency_ms is not None and p95 > max_latency_ms:
+                        limit = TOO_SLOW
                         last_reason = (f"batch {b}: projected p95 {p95:.2f} ms > "
                                        f"{max_latency_ms:g} ms")
                         break
@@ -142,8 +146,7 @@ def cost_table(candidates: list[dict], catalog: Catalog, setting: Setting,
                                latency_p95_ms=p.latency_ms * p95_ratio,
                                request_ms=p.request_ms, memory_gb=p.memory_bytes / 1e9,
                                efficiency_source=p.efficiency_source,
-                               status="too big" if "GB" in (last_reason or "")
-                               or "MB" in (last_reason or "") else "too slow",
+                               status=limit or TOO_SLOW,  # (no batch size was tried)
                                reason=last_reason)
                     rows.append(row)
                     continue

@@ -36,51 +36,17 @@ from __future__ import annotations
 import json
 import os
 import platform
-import statistics
-import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
+from compress.hardware import microbench as mb
 from compress.hardware.catalog import Catalog, Target, load_catalog
 
-# (M, K, N): tokens x in -> out, the shapes of transformer linear layers, chosen up front
-GEMM_SHAPES = [(m, k, n) for m in (1, 16, 128, 512)
-               for k, n in ((256, 256), (768, 768), (768, 3072), (3072, 768), (2048, 2048))]
-# batched attention GEMMs (heads, tokens, head dim): scores = Q K^T and P V
-BMM_SHAPES = [(16, 128, 64), (8, 512, 64), (32, 64, 128)]   # for the scalar fit
-# attention-shaped batched matmuls for the size curve: (batch x heads, tokens, context, head
-# dim); includes decode-shaped ones (one token against a KV cache)
-ATTN_SHAPES = [(4, 16, 16, 32), (12, 32, 32, 64), (12, 128, 128, 32), (12, 128, 128, 64),
-               (9, 64, 64, 64), (16, 256, 256, 64), (9, 1, 128, 64), (9, 1, 512, 64)]
-# vector ops for the throughput table: (rows, cols) at two sizes, cache-resident and larger
-VECTOR_OPS = ("gelu", "silu_mul", "softmax", "layer_norm", "rms_norm", "add")
-VECTOR_SIZES = ((64, 768), (512, 1536))
 CURVE_GRID = np.round(np.arange(3.0, 10.51, 0.25), 2)   # log10(flops per call)
 CURVE_SIGMA = 0.35                                       # smoothing width, decades
-def _llc_mb() -> float:
-    """Last-level cache size (sysfs), for the STREAM sizing rule."""
-    best = 0.0
-    for f in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*/size"):
-        v = f.read_text().strip()
-        mult = {"K": 1 / 1024, "M": 1.0, "G": 1024.0}.get(v[-1:], 1 / 2**20)
-        try:
-            best = max(best, float(v.rstrip("KMG")) * mult)
-        except ValueError:
-            pass
-    return best or 32.0
-
-
-def copy_sizes_mb() -> tuple[int, ...]:
-    """STREAM's rule: each array at least 4x the last-level cache (capped at 2 GB), so the
-    copy streams from DRAM as a model's weights do."""
-    return (int(min(2048, max(256, 4 * _llc_mb()))),)
-# memory-bound activation ops, timed with the copies: (op, rows, cols)
-ELEMENTWISE = [("gelu", 128, 3072), ("softmax", 2048, 128), ("layer_norm", 512, 768)]
-
-
 FACTORS = {
     "compute_efficiency": "scalar fallback: fraction of the nominal peak (catalog, per "
                           "precision) one GEMM family reaches, fitted over all GEMM shapes; "
@@ -101,30 +67,11 @@ FACTORS = {
 }
 
 
-def _loadavg() -> float | None:
-    try:
-        return float(Path("/proc/loadavg").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
 def default_path() -> Path:
     from platformdirs import user_cache_dir
 
     return Path(os.environ.get("COMPRESS_CALIBRATION")
                 or Path(user_cache_dir("compress")) / "calibration" / "calibration.json")
-
-
-def _time(fn, budget_s: float = 0.12, min_reps: int = 3, max_reps: int = 200) -> float:
-    """Median seconds of fn() after one warm-up call."""
-    fn()
-    times, start = [], time.perf_counter()
-    while len(times) < min_reps or (time.perf_counter() - start < budget_s
-                                    and len(times) < max_reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def size_curve(rows: list[dict], peak: float) -> list[list[float]]:
@@ -188,206 +135,6 @@ def fit_roofline(rows: list[dict], peak: float, bandwidth: float, mem_eff: float
     return best[1], best[2], best[3]
 
 
-def _torch_benchmarks(threads: int) -> dict:
-    import torch
-
-    torch.set_num_threads(threads)
-    out = {"gemm_fp32": [], "copy": [], "elementwise": [], "tiny": None, "gemm_int8": [],
-           "attention_fp32": [], "vector": []}
-    with torch.inference_mode():
-        for m, k, n in GEMM_SHAPES:
-            x, w = torch.randn(m, k), torch.randn(n, k)
-            s = _time(lambda x=x, w=w: torch.nn.functional.linear(x, w))
-            out["gemm_fp32"].append({"shape": [m, k, n], "flops": 2.0 * m * k * n,
-                                     "bytes": 4.0 * (m * k + k * n + m * n), "seconds": s})
-        for h, t, d in BMM_SHAPES:
-            q, kt = torch.randn(h, t, d), torch.randn(h, d, t)
-            s = _time(lambda q=q, kt=kt: torch.bmm(q, kt))
-            out["gemm_fp32"].append({"shape": [h, t, d, t], "flops": 2.0 * h * t * t * d,
-                                     "bytes": 4.0 * (2 * h * t * d + h * t * t), "seconds": s})
-        for b, t, c, d in ATTN_SHAPES:
-            q, kt = torch.randn(b, t, d), torch.randn(b, d, c)
-            s = _time(lambda q=q, kt=kt: torch.bmm(q, kt))
-            out["attention_fp32"].append({"shape": [b, t, c, d], "flops": 2.0 * b * t * c * d,
-                                          "seconds": s})
-        for op in VECTOR_OPS:
-            for r, c in VECTOR_SIZES:
-                x, y = torch.randn(r, c), torch.randn(r, c)
-                w = torch.ones(c)
-                fn = {"gelu": lambda x=x: torch.nn.functional.gelu(x),
-                      "silu_mul": lambda x=x, y=y: torch.nn.functional.silu(x) * y,
-                      "softmax": lambda x=x: torch.softmax(x, -1),
-                      "layer_norm": lambda x=x, c=c, w=w: torch.nn.functional.layer_norm(
-                          x, (c,), w, w),
-                      # the eager RMSNorm of Llama-like models in transformers
-                      "rms_norm": lambda x=x, w=w: w * (x * torch.rsqrt(
-                          x.pow(2).mean(-1, keepdim=True) + 1e-6)),
-                      "add": lambda x=x, y=y: x + y}[op]
-                out["vector"].append({"op": op, "elements": float(r * c),
-                                      "seconds": _time(fn, budget_s=0.08)})
-        for op, r, c in ELEMENTWISE:
-            x = torch.randn(r, c)
-            fn = {"gelu": lambda x=x: torch.nn.functional.gelu(x),
-                  "softmax": lambda x=x: torch.softmax(x, -1),
-                  "layer_norm": lambda x=x, c=c: torch.nn.functional.layer_norm(x, (c,))}[op]
-            out["elementwise"].append({"op": op, "flops": 0.0, "bytes": 2.0 * r * c * 4,
-                                       "seconds": _time(fn)})  # recorded, not fitted
-        for mb in copy_sizes_mb():
-            src = torch.empty(mb * 2**18)
-            dst = torch.empty_like(src)
-            s = _time(lambda d=dst, s_=src: d.copy_(s_))
-            out["copy"].append({"mb": mb, "flops": 0.0, "bytes": 2.0 * src.numel() * 4,
-                                "seconds": s})
-        a = torch.ones(16)
-        s = _time(lambda: [torch.add(a, a) for _ in range(100)]) / 100
-        out["tiny"] = s
-        try:  # torch.ao dynamic INT8 Linear (fbgemm/onednn), what torch-dynamic-int8 runs
-            from torch.ao.nn.quantized.dynamic import Linear as QLinear
-
-            for m, k, n in GEMM_SHAPES:
-                lin = QLinear(k, n, dtype=torch.qint8)
-                x = torch.randn(m, k)
-                s = _time(lambda lin=lin, x=x: lin(x))
-                out["gemm_int8"].append({"shape": [m, k, n], "flops": 2.0 * m * k * n,
-                                         "bytes": k * n + 4.0 * m * n + 5.0 * m * k,
-                                         "seconds": s})
-        except Exception as exc:  # noqa: BLE001 - optional kernel family
-            out["gemm_int8_error"] = repr(exc)
-    return out
-
-
-def _ort_session(model, threads: int):
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.log_severity_level = 3
-    return ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
-
-
-def _matmul_model(k: int, n: int):
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    w = numpy_helper.from_array(np.random.randn(k, n).astype(np.float32), "W")
-    g = helper.make_graph([helper.make_node("MatMul", ["X", "W"], ["Y"])], "mm",
-                          [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["M", k])],
-                          [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["M", n])],
-                          [w])
-    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)],
-                             ir_version=onnx.IR_VERSION_2023 if hasattr(onnx, "IR_VERSION_2023")
-                             else 9)
-
-
-def _model(nodes, inputs, output, inits=(), opset=17):
-    import onnx  # noqa: F401 - helper needs the package
-    from onnx import TensorProto, helper
-
-    g = helper.make_graph(nodes, "op",
-                          [helper.make_tensor_value_info(n, TensorProto.FLOAT, s)
-                           for n, s in inputs],
-                          [helper.make_tensor_value_info(output, TensorProto.FLOAT, None)],
-                          list(inits))
-    return helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)], ir_version=9)
-
-
-def _vector_model(op: str, c: int):
-    """The op as torch.onnx exports it (ONNX Runtime's optimizer fuses GELU and RMSNorm
-    the same way it does in an exported model)."""
-    from onnx import helper, numpy_helper
-
-    def const(name, v):
-        return numpy_helper.from_array(np.asarray(v, np.float32), name)
-    n = helper.make_node
-    inp = [("X", ["R", c])]
-    if op == "gelu":
-        nodes = [n("Div", ["X", "sqrt2"], ["a"]), n("Erf", ["a"], ["b"]),
-                 n("Add", ["b", "one"], ["d"]), n("Mul", ["X", "d"], ["e"]),
-                 n("Mul", ["e", "half"], ["Y"])]
-        inits = [const("sqrt2", 2 ** 0.5), const("one", 1.0), const("half", 0.5)]
-    elif op == "silu_mul":
-        nodes = [n("Sigmoid", ["X"], ["s"]), n("Mul", ["X", "s"], ["a"]),
-                 n("Mul", ["a", "U"], ["Y"])]
-        inits, inp = [], inp + [("U", ["R", c])]
-    elif op == "softmax":
-        nodes, inits = [n("Softmax", ["X"], ["Y"], axis=-1)], []
-    elif op == "layer_norm":
-        nodes = [n("LayerNormalization", ["X", "w", "bias"], ["Y"], axis=-1, epsilon=1e-12)]
-        inits = [const("w", np.ones(c)), const("bias", np.zeros(c))]
-    elif op == "rms_norm":
-        nodes = [n("Pow", ["X", "two"], ["p"]), n("ReduceMean", ["p"], ["m"], axes=[-1]),
-                 n("Add", ["m", "eps"], ["v"]), n("Sqrt", ["v"], ["r"]),
-                 n("Div", ["X", "r"], ["a"]), n("Mul", ["a", "w"], ["Y"])]
-        inits = [const("two", 2.0), const("eps", 1e-6), const("w", np.ones(c))]
-    else:  # add
-        nodes, inits, inp = [n("Add", ["X", "U"], ["Y"])], [], inp + [("U", ["R", c])]
-    return _model(nodes, inp, "Y", inits)
-
-
-def _chain_model(n: int):
-    from onnx import TensorProto, helper
-
-    nodes = [helper.make_node("Add", ["X" if i == 0 else f"h{i}", "X"],
-                              ["Y" if i == n - 1 else f"h{i + 1}"]) for i in range(n)]
-    g = helper.make_graph(nodes, "chain",
-                          [helper.make_tensor_value_info("X", TensorProto.FLOAT, [16])],
-                          [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [16])])
-    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
-
-
-def _ort_benchmarks(threads: int) -> dict:
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    from compress.quiet import quiet_fds
-
-    out = {"gemm_fp32": [], "gemm_int8": [], "chain": [], "attention_fp32": [], "vector": []}
-    with tempfile.TemporaryDirectory() as tmp:
-        models = {}
-        for _, k, n in GEMM_SHAPES:
-            if (k, n) in models:
-                continue
-            fp = Path(tmp) / f"mm{k}x{n}.onnx"
-            q = Path(tmp) / f"mm{k}x{n}.int8.onnx"
-            fp.write_bytes(_matmul_model(k, n).SerializeToString())
-            with quiet_fds():  # ORT's "consider pre-processing" advice is noise here
-                quantize_dynamic(str(fp), str(q), weight_type=QuantType.QInt8)
-            models[(k, n)] = (_ort_session(str(fp), threads), _ort_session(str(q), threads))
-        for m, k, n in GEMM_SHAPES:
-            x = np.random.randn(m, k).astype(np.float32)
-            fp, q = models[(k, n)]
-            for key, sess, wb in (("gemm_fp32", fp, 4.0), ("gemm_int8", q, 1.0)):
-                s = _time(lambda sess=sess, x=x: sess.run(None, {"X": x}))
-                extra = 5.0 * m * k if key == "gemm_int8" else 0.0  # read x, write int8 x
-                out[key].append({"shape": [m, k, n], "flops": 2.0 * m * k * n,
-                                 "bytes": wb * k * n + 4.0 * (m * k + m * n) + extra,
-                                 "kernels": 3 if key == "gemm_int8" else 1, "seconds": s})
-        for b, t, c, d in ATTN_SHAPES:
-            from onnx import helper
-
-            sess = _ort_session(_model([helper.make_node("MatMul", ["A", "B"], ["Y"])],
-                                       [("A", [b, t, d]), ("B", [b, d, c])], "Y")
-                                .SerializeToString(), threads)
-            a = np.random.randn(b, t, d).astype(np.float32)
-            bm = np.random.randn(b, d, c).astype(np.float32)
-            s = _time(lambda sess=sess, a=a, bm=bm: sess.run(None, {"A": a, "B": bm}))
-            out["attention_fp32"].append({"shape": [b, t, c, d], "flops": 2.0 * b * t * c * d,
-                                          "seconds": s})
-        for op in VECTOR_OPS:
-            for r, c in VECTOR_SIZES:
-                sess = _ort_session(_vector_model(op, c).SerializeToString(), threads)
-                feeds = {i.name: np.random.randn(r, c).astype(np.float32)
-                         for i in sess.get_inputs()}
-                s = _time(lambda sess=sess, f=feeds: sess.run(None, f), budget_s=0.08)
-                out["vector"].append({"op": op, "elements": float(r * c), "seconds": s})
-        x = np.ones(16, np.float32)
-        for n in (1, 8, 32):
-            sess = _ort_session(_chain_model(n).SerializeToString(), threads)
-            s = _time(lambda s=sess: s.run(None, {"X": x}))
-            out["chain"].append({"nodes": n, "seconds": s})
-    return out
-
-
 def machine_info(target: Target, threads: int) -> dict:
     from compress.provenance import cpu_model
 
@@ -415,11 +162,11 @@ def calibrate(threads: int = 1, catalog: Catalog | None = None, name: str | None
     catalog = catalog or load_catalog()
     target = catalog["local-cpu"]
     started = time.perf_counter()
-    load_before = _loadavg()
+    load_before = mb.loadavg()
     peak32, peak8 = target.peak("fp32"), target.peak("int8")
     bw = target.bandwidth_gbps * 1e9 / max(1, target.cores or 1)  # nominal, per worker
-    tb = _torch_benchmarks(threads)
-    ob = _ort_benchmarks(threads)
+    tb = mb.torch_benchmarks(threads)
+    ob = mb.ort_benchmarks(threads)
     # memory efficiency from the copy alone; then each GEMM family with it fixed
     _, mem_eff, copy_o = fit_roofline(tb["copy"], 0.0, bw)
     fits = {}
@@ -439,7 +186,7 @@ def calibrate(threads: int = 1, catalog: Catalog | None = None, name: str | None
 
     def net(rows, less):  # ORT's per-run host overhead is charged once per inference
         return [dict(r, seconds=max(0.3 * r["seconds"], r["seconds"] - less)) for r in rows]
-    curves = {"pytorch-cpu:fp32": size_curve(tb["gemm_fp32"][:len(GEMM_SHAPES)], peak32),
+    curves = {"pytorch-cpu:fp32": size_curve(tb["gemm_fp32"][:len(mb.GEMM_SHAPES)], peak32),
               "pytorch-cpu:int8": size_curve(tb["gemm_int8"], peak8),
               "pytorch-cpu:attention:fp32": size_curve(tb["attention_fp32"], peak32),
               "ort-cpu:fp32": size_curve(net(ob["gemm_fp32"], host), peak32),
@@ -464,7 +211,7 @@ def calibrate(threads: int = 1, catalog: Catalog | None = None, name: str | None
             "vector_rates": rates,
         }},
         "factors": FACTORS,
-        "load_average": {"before": load_before, "after": _loadavg()},
+        "load_average": {"before": load_before, "after": mb.loadavg()},
         "fits": fits,
         "benchmarks": {"torch": tb, "onnxruntime": ob},
         "wall_time_s": round(time.perf_counter() - started, 1),

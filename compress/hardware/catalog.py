@@ -237,7 +237,3 @@ def load_catalog(extra: list[str | Path] | None = None,
             t = detect_local(t)
         targets[name] = t
     return Catalog(defaults, formats, runtimes, targets, [str(f) for f in files], price_files)
-
-
-def default_catalog() -> Catalog:
-    return load_catalog()

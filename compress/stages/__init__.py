@@ -1,6 +1,2 @@
-"""Built-in stages; importing this package registers them."""
-
-from compress.stages import distill, export, finetune, prune, quantize  # noqa: F401
-from compress.stages.base import STAGES, Stage, StageConfig, StageContext, register
-
-__all__ = ["STAGES", "Stage", "StageConfig", "StageContext", "register"]
+"""The stages: one module per technique, each registering itself with
+`compress.stages.base.register`; `compress.stages.base.load_stages` imports them."""

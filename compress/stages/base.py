@@ -11,12 +11,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
 from compress.artifacts import Artifact, Kind
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from compress.plan import Node
 
 
 class StageConfig(BaseModel):
@@ -52,13 +56,26 @@ class StageContext:
 
 
 class Stage:
-    """Base class. Subclasses set the class attributes and implement `run`."""
+    """Base class. Subclasses set the class attributes and implement `run`.
+
+    The planner calls, in order: `parse_config`, `check` (config x task), `resolve`,
+    `data_roles`, then per input node `accepts` and `check_input`, then `produces` and
+    `properties` for the node it adds. The engine calls `run`; a stage that fails raises
+    `StageError` (anything else is reported with its type, as a bug).
+    """
 
     name: ClassVar[str]
     description: ClassVar[str]
     Config: ClassVar[type[StageConfig]]
     version: ClassVar[str] = "1"  # bump when a change alters what the stage produces
     uses_seed: ClassVar[bool] = False
+    # the default baseline: when a recipe's first step is this stage on the model as given,
+    # and the recipe names no baseline, candidates are judged against that step's output
+    # (a fine-tuned model is the reference its compressed versions must keep up with)
+    default_baseline: ClassVar[bool] = False
+    # the setting whose value picks the config class, for stages whose config is a pydantic
+    # discriminated union (quantize: `backend`); validation errors are reported without it
+    tag: ClassVar[str | None] = None
 
     def parse_config(self, data: dict) -> StageConfig:
         """Validate a step's settings (raises pydantic.ValidationError)."""
@@ -82,13 +99,30 @@ class Stage:
         """A reason to refuse this config for this task at validation time, or None."""
         return None
 
+    def check_input(self, config: StageConfig, parent: Node) -> str | None:
+        """A reason to refuse this input node (its kind already accepted), or None. The
+        node's `properties` are those its producing stage declared."""
+        return None
+
+    def label(self, config: StageConfig) -> str:
+        """How messages name this step's stage (e.g. 'quantize backend=ort-dynamic-int8')."""
+        return self.name
+
+    def properties(self, config: StageConfig, input_properties: dict) -> dict:
+        """Facts about the artifact this config produces that later stages may need (e.g.
+        {"graph_optimization": "O2"}); the engine writes them into the artifact's metadata
+        and the planner hands them to the next stage's `check_input`. JSON values only."""
+        return {}
+
     def resolve(self, config: StageConfig) -> StageConfig:
         """Replace every `auto` setting by its value on this machine (before hashing)."""
         return config
 
     def run(self, ctx: StageContext, source: Artifact, config: StageConfig,
             out_dir: Path) -> dict:
-        """Write the output model into `out_dir`; return checks for the artifact metadata."""
+        """Write the output model into `out_dir`; return checks for the artifact metadata.
+        Raise `compress.errors.StageError` when the output cannot be built or fails its
+        check."""
         raise NotImplementedError
 
 
@@ -104,6 +138,10 @@ def register(cls: type[Stage]) -> type[Stage]:
 
 
 PLUGINS_ENV = "COMPRESS_PLUGINS"
+# built-in stage modules: registered like plugins, by name, so that this module (which
+# every stage imports) imports no stage
+BUILTIN = ("compress.stages.distill", "compress.stages.export", "compress.stages.finetune",
+           "compress.stages.prune", "compress.stages.quantize")
 
 
 def load_stages() -> None:
@@ -112,8 +150,8 @@ def load_stages() -> None:
     import importlib
     import os
 
-    from compress import stages  # noqa: F401
-
+    for module in BUILTIN:
+        importlib.import_module(module)
     for module in filter(None, os.environ.get(PLUGINS_ENV, "").split(",")):
         try:
             importlib.import_module(module.strip())

@@ -22,7 +22,10 @@ from typing import Literal
 from pydantic import Field
 
 from compress.artifacts import EXPORTABLE, Artifact, Kind
+from compress.errors import StageError
 from compress.stages.base import Stage, StageConfig, StageContext, register
+from compress.stages.common import SAMPLE_TEXTS, copy_side_files, masked_max
+from compress.torchutil import cuda_available, forward_args
 
 OPTIMUM_TASKS = {
     "text-classification": "text-classification",
@@ -30,24 +33,12 @@ OPTIMUM_TASKS = {
     "causal-lm": "text-generation-with-past",
 }
 
-SAMPLE_TEXTS = [
-    "The central bank raised interest rates by a quarter point on Thursday.",
-    "A late goal gave the home side a deserved win in the cup final.",
-    "The new phone has a faster chip, a brighter screen and a longer battery life.",
-    "Ministers will publish the bill next week after months of debate.",
-]
 
 Level = Literal["O1", "O2", "O3", "O4"]
 
 
-def _cuda_available() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
 def _o4_refusal(level: str | None) -> str | None:
-    if level == "O4" and not _cuda_available():
+    if level == "O4" and not cuda_available():
         return ("optimize O4 (O3 plus fp16 conversion) is for GPU targets and needs a CUDA GPU "
                 "here to build; this machine has none: use O1, O2 or O3")
     return None
@@ -83,6 +74,9 @@ class Export(Stage):
     def produces(self, config, input_kind):
         return Kind.ONNX
 
+    def properties(self, config, input_properties):
+        return {"graph_optimization": config.optimize} if config.optimize else {}
+
     def check(self, config, task):
         if config.with_past and task != "causal-lm":
             return f"with_past is for task causal-lm, not {task}"
@@ -117,7 +111,7 @@ class Export(Stage):
         diff = verify(model, out_dir, config.check_length)
         advance(1)
         if not diff <= config.atol:
-            raise ValueError(f"ONNX Runtime output differs from PyTorch by {diff:.2e} "
+            raise StageError(f"ONNX Runtime output differs from PyTorch by {diff:.2e} "
                              f"(atol {config.atol:g})")
         import onnx
 
@@ -189,7 +183,7 @@ def _export_dynamo(model, out_dir: Path, task: str, opset: int | None):
     from compress.quiet import quiet_fds
 
     names = ["input_ids", "attention_mask"]
-    if "token_type_ids" in _forward_args(model) and task != "causal-lm":
+    if "token_type_ids" in forward_args(model) and task != "causal-lm":
         names.append("token_type_ids")
     sample = {n: torch.ones(2, 16, dtype=torch.long) for n in names}
     sample["token_type_ids"] = torch.zeros(2, 16, dtype=torch.long) if len(names) == 3 \
@@ -242,7 +236,7 @@ def verify(model, model_dir: Path, length: int) -> float:
     # complete feeds (position ids, empty past) so PyTorch sees the same positions
     feeds = ort_model.feeds(Encoder(model_dir)(SAMPLE_TEXTS, length))
     ort_out = ort_model(feeds).astype(np.float32)
-    args = _forward_args(model)
+    args = forward_args(model)
     with torch.inference_mode():
         pt_in = {k: torch.from_numpy(v) for k, v in feeds.items()
                  if k in args and k in ("input_ids", "attention_mask", "token_type_ids",
@@ -251,18 +245,7 @@ def verify(model, model_dir: Path, length: int) -> float:
             pt_in["use_cache"] = False
         pt = model(**pt_in)
         pt_out = (pt.logits if hasattr(pt, "logits") else pt.last_hidden_state).float().numpy()
-    return _masked_max(np.abs(pt_out - ort_out), feeds["attention_mask"])
-
-
-def _masked_max(diff, mask) -> float:
-    """Max over real tokens: padded positions of per-token outputs are not compared."""
-    return float(diff[mask.astype(bool)].max() if diff.ndim == 3 else diff.max())
-
-
-def _forward_args(model) -> set[str]:
-    import inspect
-
-    return set(inspect.signature(model.forward).parameters)
+    return masked_max(np.abs(pt_out - ort_out), feeds["attention_mask"])
 
 
 # ---------------------------------------------------------------- optimize (after quantize)
@@ -284,6 +267,9 @@ class Optimize(Stage):
     def produces(self, config, input_kind):
         return input_kind
 
+    def properties(self, config, input_properties):
+        return {"graph_optimization": config.level}
+
     def check(self, config, task):
         return _o4_refusal(config.level)
 
@@ -291,19 +277,18 @@ class Optimize(Stage):
         import numpy as np
 
         from compress.encoding import Encoder, OrtModel
-        from compress.stages.quantize import _copy_side_files
 
         for f in ("model.onnx", "model.onnx_data"):
             if (source.path / f).is_file():
                 shutil.copy2(source.path / f, out_dir / f)
-        _copy_side_files(source.path, out_dir)
+        copy_side_files(source.path, out_dir)
         ort_optimize(out_dir, config.level)
         feeds = Encoder(out_dir)(SAMPLE_TEXTS, 64)
         before, after = OrtModel(source.path), OrtModel(out_dir)
         ref = before(feeds)
         out = after(feeds).astype(np.float32)
-        diff = _masked_max(np.abs(ref - out), feeds["attention_mask"])
+        diff = masked_max(np.abs(ref - out), feeds["attention_mask"])
         if not diff <= config.atol:
-            raise ValueError(f"optimised model differs from its input by {diff:.2e} "
+            raise StageError(f"optimised model differs from its input by {diff:.2e} "
                              f"(atol {config.atol:g})")
         return {"max_abs_diff_vs_input": diff, "optimize": config.level}

@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import Field
 
 from compress.artifacts import Artifact, Kind
+from compress.errors import StageError
 from compress.stages.base import Stage, StageConfig, StageContext, register
 from compress.stages.training import train_epochs
 
@@ -35,6 +36,7 @@ class Finetune(Stage):
     description = "Fine-tune a task head (or the whole model) on the recipe's train data"
     Config = FinetuneConfig
     uses_seed = True
+    default_baseline = True  # as a recipe's first step: the reference for its candidates
 
     def accepts(self, config):
         return {Kind.PYTORCH}
@@ -61,7 +63,7 @@ class Finetune(Stage):
         torch.manual_seed(ctx.seed)
         texts, labels = ctx.texts("train"), ctx.labels("train")
         if labels is None:
-            raise ValueError("finetune needs labels: set data.train.label_column")
+            raise StageError("finetune needs labels: set data.train.label_column")
         names = sorted(set(labels))
         label2id = {n: i for i, n in enumerate(names)}
         tok = load_tokenizer(source.path, ctx.trust_remote_code)

@@ -24,6 +24,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from compress.artifacts import Artifact, Kind
+from compress.errors import StageError
 from compress.stages.base import Stage, StageConfig, StageContext, register
 
 
@@ -102,13 +103,13 @@ class Prune(Stage):
         teacher = copy.deepcopy(model) if config.recovery_steps else None
         texts = ctx.texts("train") if "train" in ctx.data else []
         if config.needs_data() and not texts:
-            raise ValueError("prune needs train texts for importance scores or recovery")
+            raise StageError("prune needs train texts for importance scores or recovery")
         if config.method == "magnitude":
             checks = magnitude_prune(model, config.sparsity, config.scope)
         else:
             checks = structured_prune(model, tok, ctx, config, texts)
         if teacher is not None:
-            from compress.stages.distill import Settings, train_student
+            from compress.stages.distillation import Settings, train_student
 
             checks["recovery"] = train_student(
                 model, teacher, tok, ctx.task, texts, None,
@@ -204,7 +205,7 @@ class _Block:
             self.ffn_in = [layer.mlp.gate_proj, layer.mlp.up_proj]
             self.ffn_out = layer.mlp.down_proj
         else:
-            raise ValueError(f"structured pruning supports BERT-style encoders and "
+            raise StageError(f"structured pruning supports BERT-style encoders and "
                              f"Llama-style decoders, not {config.model_type} "
                              f"({type(layer).__name__}); use method: magnitude or distill")
 
@@ -294,7 +295,7 @@ def structured_prune(model, tok, ctx: StageContext, config: PruneConfig, texts) 
         keep = [i for i in range(n_layers) if i not in set(config.drop_layers)]
         bad = [i for i in config.drop_layers if not 0 <= i < n_layers]
         if bad or not keep:
-            raise ValueError(f"drop_layers {config.drop_layers}: the model has layers "
+            raise StageError(f"drop_layers {config.drop_layers}: the model has layers "
                              f"0..{n_layers - 1} and must keep at least one")
         keep_layers(model, keep)
     layers = list(getattr(*find_layers(model)))
@@ -365,7 +366,7 @@ def _replace(old, new, model) -> None:
             parent, _, attr = name.rpartition(".")
             setattr(model.get_submodule(parent) if parent else model, attr, new)
             return
-    raise ValueError("module to replace not found")
+    raise StageError("module to replace not found")
 
 
 def _prune_llama_groups(block: _Block, drop: list[int], group: int, prune_linear_layer):

@@ -1,0 +1,245 @@
+"""What the CLI prints: the results table, the recommendation, the gate verdict and the
+calibration, as rich tables. The commands (compress.cli) only parse, call the API and hand
+the result here."""
+
+from __future__ import annotations
+
+import math
+
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+
+class RichReporter:
+    """Progress bars and step messages on the terminal (stderr)."""
+
+    def __init__(self, progress: Progress):
+        self.bars = progress
+
+    def step(self, message: str) -> None:
+        self.bars.console.print(f"[dim]·[/dim] {message}")
+
+    def progress(self, description: str, total: int):
+        task = self.bars.add_task(description, total=total)
+        done = 0
+
+        def advance(n: int = 1) -> None:
+            nonlocal done
+            done += n
+            self.bars.advance(task, n)
+            if done >= total:
+                self.bars.remove_task(task)
+        return advance
+
+
+def plan(console: Console, p, store) -> None:
+    """`compress validate --plan`: each candidate's chain, cached or still to build."""
+    t = Table("candidate", "role", "kind", "chain", header_style="bold")
+    for c in p.candidates:
+        chain = " → ".join(
+            f"{n.step} ({'cached' if store.get(n.key) else 'to build'})"
+            for n in c.node.chain() if n.stage)
+        t.add_row(c.name, c.role, c.node.kind.value, chain or "model (as given)")
+    console.print(t)
+
+
+def stages(console: Console, registered: dict) -> None:
+    """`compress stages`: each stage with its options, from its config schemas."""
+    for name, stage in sorted(registered.items()):
+        console.print(f"[bold]{name}[/bold]: {stage.description}")
+        for title, cfg in stage.config_types().items():
+            if title != name:
+                console.print(f"  [cyan]{title}[/cyan]")
+            for fname, f in cfg.model_fields.items():
+                default = ("required" if f.is_required() else
+                           f"default {f.get_default(call_default_factory=True)!r}")
+                typ = _type_name(f.annotation)
+                desc = f" — {f.description}" if f.description else ""
+                console.print(f"    {fname}: {typ} ({default}){desc}")
+
+
+def _type_name(annotation) -> str:
+    """'int | None', "'full' | 'head'", ... for `compress stages`."""
+    import types
+    from typing import Literal, Union, get_args, get_origin
+
+    origin = get_origin(annotation)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in get_args(annotation))
+    if origin in (Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in get_args(annotation))
+    if annotation is type(None):
+        return "None"
+    if origin is not None:
+        return str(annotation).replace("typing.", "")
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def _fmt(value, digits=3):
+    if value is None or (isinstance(value, float) and value != value):
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+COLUMNS = [  # (summary column, header, format); shown when any row has a value
+    ("candidate", "candidate", "name"), ("kind", "kind", "s"), ("status", "status", "status"),
+    ("accuracy", "acc", ".3f"), ("macro_f1", "macro-F1", ".3f"),
+    ("spearman", "spearman", ".3f"), ("pearson", "pearson", ".3f"),
+    ("perplexity", "ppl", ".2f"), ("next_token_accuracy", "next-tok acc", ".3f"),
+    ("primary_delta", "Δ", "+.3f"), ("top1_agreement", "agree", ".3f"),
+    ("kl_divergence", "KL", ".4f"), ("cosine", "cos", ".4f"),
+    ("latency_p50_ms", "p50 ms", "lat"), ("latency_p95_ms", "p95 ms", ".1f"),
+    ("decode_ms_per_token", "decode ms/tok", ".1f"), ("size_mb", "size MB", ".1f"),
+    ("peak_rss_mb", "peak MB", ".0f"), ("mem_delta_mb", "mem Δ MB", ".0f"),
+    ("error", "error", "s"),
+]
+
+
+def results_table(console: Console, rows: list[dict], title: str | None = None) -> None:
+    """The results table: the columns that matter for the task; baseline marked with *."""
+    table = Table(title=title, header_style="bold")
+    cols = [c for c in COLUMNS if any(r.get(c[0]) is not None for r in rows)]
+    for key, header, _ in cols:
+        if key == "primary_delta":
+            header = f"Δ{next((r['primary_metric'] for r in rows if r.get('primary_metric')), '')}"
+        table.add_column(header, overflow="fold", no_wrap=key != "error",
+                         justify="left" if key in ("candidate", "kind", "status", "error")
+                         else "right")
+    baselines = {r.get("baseline") for r in rows}
+    for r in rows:
+        cells = []
+        for key, _, fmt in cols:
+            v = r.get(key)
+            if fmt == "name":
+                cells.append(v + (" *" if v in baselines else ""))
+            elif fmt == "status":
+                cells.append("[green]ok[/green]" if v == "ok" else "[red]failed[/red]")
+            elif v is None:
+                cells.append("-")
+            elif fmt == "lat":
+                cells.append(f"{v:.1f}" + ("~" if r.get("noisy") else ""))
+            elif fmt == "s":
+                cells.append(str(v))
+            else:
+                cells.append(format(v, fmt))
+        table.add_row(*cells)
+    console.print(table)
+    first = next((r for r in rows if r.get("batch_size")), {})
+    noisy = any(r.get("noisy") for r in rows)
+    console.print(
+        "* baseline; Δ, agree, KL and cos against each candidate's baseline; latency at batch "
+        f"{first.get('batch_size', '-')}, {first.get('seq_len', '-')} tokens, "
+        f"{first.get('threads', '-')} thread(s) on {first.get('device', '-')}"
+        + ("; ~ noisy (p95 far above p50)" if noisy else "") + "; all figures measured here")
+
+
+def _f(v, fmt):
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    return format(v, fmt)
+
+
+def calibration(console: Console, result: dict, path, threads: int) -> None:
+    """The fitted roofline factors of `compress calibrate`."""
+    m = result["machine"]
+    console.print(f"calibrated {m['hw_class']} ({m['cpu_model']}, {m['cores']} core(s), "
+                  f"{threads} thread(s)) in {result['wall_time_s']:.1f} s -> {path}")
+    for cls, fit in result["classes"].items():
+        t = Table("factor", "value", title=cls, header_style="bold")
+        for k, v in fit["compute_efficiency"].items():
+            t.add_row(f"compute efficiency {k}", f"{v:.3f}")
+        t.add_row("memory efficiency", f"{fit['memory_efficiency']:.3f}")
+        for k, v in fit["kernel_overhead_us"].items():
+            t.add_row(f"kernel overhead {k}", f"{v:.2f} us")
+        for k, v in fit["host_overhead_us"].items():
+            t.add_row(f"host overhead {k}", f"{v:.2f} us")
+        for k, pts in (fit.get("gemm_curves") or {}).items():
+            t.add_row(f"GEMM efficiency curve {k}", "  ".join(
+                f"{e:.2f}@{f:.0e}" for f, e in pts[::max(1, len(pts) // 5)]) + " (eff@flops/call)")
+        for rt, ops in (fit.get("vector_rates") or {}).items():
+            t.add_row(f"vector ops {rt}", "  ".join(
+                f"{op} {tab[-1][1] / 1e9:.2f}" for op, tab in ops.items()) + " G elements/s")
+        console.print(t)
+    console.print(f"load average before/after: {result['load_average']['before']} / "
+                  f"{result['load_average']['after']} (calibrate on a quiet machine)",
+                  highlight=False)
+
+
+def recommendation(console: Console, run, rec, traffic, all_rows: bool) -> None:
+    """`compress recommend`: the explanation, quality, candidate x target and Pareto tables."""
+    console.print(f"[bold]{run.manifest['recipe']['resolved']['name']}[/bold]: "
+                  f"{rec.metric}, targets {rec.provenance['targets'] or 'none'}")
+    for line in rec.explanation:
+        console.print(("[green]" if line.startswith("Recommended") else "") + line
+                      + ("[/green]" if line.startswith("Recommended") else ""),
+                      highlight=False)
+    qt = Table("candidate", rec.metric, "drop", "quality", title="quality vs baseline "
+               "(measured)", header_style="bold")
+    for _, r in rec.quality.iterrows():
+        qt.add_row(r["candidate"], _f(r["value"], ".4f"), _f(r.get("drop"), "+.4f"),
+                   "[green]ok[/green]" if r["passes_quality"]
+                   else "[red]" + "; ".join(r["quality_reasons"]) + "[/red]")
+    console.print(qt)
+    opts = rec.options
+    if not all_rows:
+        opts = opts[opts["status"] != "unsupported"]
+    t = Table("candidate", "target", "runtime", "status", "figures", "batch", "p95 ms",
+              "inf/s", "mem GB", "$/h", "$ per 1k", *(["inst", "$/month"] if traffic
+                                                   else []), "reason",
+              title="candidate x target (measured = this machine; projected = roofline)",
+              header_style="bold")
+    qmap = dict(zip(rec.quality["candidate"], rec.quality["passes_quality"], strict=True))
+    for _, r in opts.iterrows():
+        status = r["status"] if qmap.get(r["candidate"]) or r["status"] != "ok" \
+            else "quality"
+        t.add_row(r["candidate"], r["target"], str(r["runtime"]), status, r["provenance"],
+                  _f(r["batch_size"], ".0f"), _f(r["latency_p95_ms"], ".2f"),
+                  _f(r["throughput_per_s"], ".1f"), _f(r["memory_gb"], ".2f"),
+                  _f(r["price_per_hour"], ".3f"), _f(r["cost_per_1k"], ".6f"),
+                  *([_f(r["instances"], ".0f"), _f(r["monthly_cost"], ",.0f")]
+                    if traffic else []), r["reason"] if isinstance(r["reason"], str) else "")
+    console.print(t)
+    hidden = (rec.options["status"] == "unsupported").sum()
+    if hidden and not all_rows:
+        reasons = rec.options[rec.options["status"] == "unsupported"]
+        console.print(f"{hidden} unsupported candidate x target pair(s) hidden (--all shows "
+                      "them), e.g.:")
+        for why in reasons["reason"].drop_duplicates().head(4):
+            console.print(f"  - {why}", highlight=False)
+    pt = Table("candidate", "target", "runtime", rec.metric, rec.ranking, "figures",
+               "meets quality", title="Pareto frontier: quality vs cost", header_style="bold")
+    for _, r in rec.pareto.iterrows():
+        pt.add_row(r["candidate"], r["target"], r["runtime"], _f(r["value"], ".4f"),
+                   _f(r["cost"], ".6f" if rec.ranking == "cost_per_1k" else ",.0f"),
+                   r["provenance"], "yes" if r["passes_quality"] else "no")
+    console.print(pt)
+    p = rec.provenance
+    changed = [f"{k} {v['price_per_hour']} ({v['source']})" for k, v in p["prices"].items()
+               if p["price_files"] and "override" in str(v["source"])]
+    console.print(f"catalog: {', '.join(p['catalog_files'])}; prices: "
+                  f"{', '.join(p['price_files']) or 'catalog defaults'}"
+                  + (f" [{'; '.join(changed)}]" if changed else "")
+                  + f"; calibration: {p['calibration']}; traffic: {p['traffic'] or 'none'}",
+                  highlight=False)
+    console.print("quality and local-cpu latency are measured; every other latency, "
+                  "throughput and cost figure is projected (roofline).", highlight=False)
+
+
+def gate(console: Console, result) -> None:
+    """`compress gate`: one row per check, then the verdict line."""
+    t = Table("candidate", "check", "value", "threshold", "figures", "result",
+              title=f"gate: {result.run} (target {result.target})", header_style="bold")
+    colour = {"pass": "green", "fail": "red", "error": "yellow"}
+    for ch in result.checks:
+        t.add_row(ch.candidate, ch.check, _f(ch.value, ".6g"), _f(ch.threshold, ".6g"),
+                  ch.provenance or "-",
+                  f"[{colour[ch.status]}]{ch.status}[/{colour[ch.status]}] {ch.message}")
+    console.print(t)
+    c = result.counts()
+    console.print(f"[{colour[result.verdict]}]{result.verdict.upper()}[/{colour[result.verdict]}]"
+                  f": {c['pass']} passed, {c['fail']} failed, {c['error']} error(s)"
+                  + ("; an error is a figure the check needs that the run lacks"
+                     if c["error"] else ""), highlight=False)

@@ -1,0 +1,94 @@
+"""The quantize backend interface and its registry.
+
+A backend declares its own config (with a `backend: Literal[...]` field, the tag of the
+quantize stage's discriminated union), the artifact kinds it accepts and produces, and
+where it runs (as data: see `compress.capabilities`).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import ClassVar
+
+from compress.artifacts import Artifact, Kind
+from compress.errors import StageError
+from compress.stages.base import StageConfig, StageContext
+from compress.torchutil import cuda_available
+
+# ORT quantization of a graph optimised at these levels fails in shape inference
+OPTIMISED_LEVELS = ("O2", "O3", "O4")
+
+
+class Backend:
+    name: ClassVar[str]
+    description: ClassVar[str]
+    Config: ClassVar[type[StageConfig]]
+    accepts: ClassVar[set[Kind]]
+    produces: ClassVar[Kind]
+    devices: ClassVar[tuple[str, ...]]  # where the output runs fast
+    # capability data for the recommender (compress.capabilities.backend_capabilities)
+    runs_on: ClassVar[tuple[str, ...]] = ("cpu", "cuda")  # where the backend can run at all
+    min_compute_capability: ClassVar[float | None] = None  # CUDA, for fast kernels
+    weight_format: ClassVar[str] = ""
+    activation_format: ClassVar[str] = ""
+    bits: ClassVar[int] = 8
+    tasks: ClassVar[tuple[str, ...]] = ("text-classification", "feature-extraction",
+                                        "causal-lm")
+    notes: ClassVar[tuple[str, ...]] = ()
+    package: ClassVar[str | None] = None  # import name the backend needs
+
+    def resolve(self, config):
+        return config
+
+    def check(self, config, task: str) -> str | None:
+        if task not in self.tasks:
+            return f"quantize backend {self.name} does not support task {task}"
+        if self.package and importlib.util.find_spec(self.package) is None:
+            return (f"quantize backend {self.name} needs the {self.package!r} package, "
+                    "which is not installed here")
+        if "cpu" not in self.runs_on and not cuda_available():
+            return (f"quantize backend {self.name} needs a CUDA GPU and this machine has "
+                    f"none; on CPU use one of: " + ", ".join(
+                        n for n, b in BACKENDS.items() if "cpu" in b.runs_on))
+        return None
+
+    def check_input(self, config, parent) -> str | None:
+        return None
+
+    def data_roles(self, config) -> dict[str, bool]:
+        return {}
+
+    def run(self, ctx: StageContext, source: Artifact, config, out_dir: Path) -> dict:
+        raise NotImplementedError
+
+
+BACKENDS: dict[str, Backend] = {}
+
+
+def backend(cls):
+    """Class decorator: register a backend under its `name`."""
+    BACKENDS[cls.name] = cls()
+    return cls
+
+
+def refuse_optimised(backend: str, parent) -> str | None:
+    """ORT quantization of a graph optimised at O2/O3 fails in shape inference ("Unable to
+    find data type for weight_name... shape_inference failed"): refuse that order. The
+    level is the input node's `graph_optimization` property (declared by export/optimize)."""
+    level = parent.properties.get("graph_optimization")
+    if level in OPTIMISED_LEVELS:
+        return (f"quantize backend {backend} cannot take {parent.step!r}: it was optimised at "
+                f"{level}, and ONNX Runtime quantization of an O2/O3-optimised graph fails in "
+                "shape inference ('Unable to find data type for weight_name'). Export with "
+                "optimize: O1 (or none), quantize, then add an `optimize` step at "
+                f"{level} after the quantize step")
+    return None
+
+
+def refuse_optimised_source(backend: str, source: Artifact) -> None:
+    """The same refusal at run time, from the input artifact's recorded properties."""
+    level = source.properties.get("graph_optimization")
+    if level in OPTIMISED_LEVELS:
+        raise StageError(f"{backend}: the input ONNX model was optimised at {level}; "
+                         "quantize before O2/O3 optimisation (see the optimize stage)")

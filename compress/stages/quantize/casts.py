@@ -1,0 +1,43 @@
+"""Casts: fp16 and bf16 weights and activations, for GPU targets (safetensors)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from compress.artifacts import Kind
+from compress.stages.base import StageConfig
+from compress.stages.quantize.backend import Backend, backend
+from compress.stages.quantize.pytorch import TORCH_KINDS, torch_quantize
+
+
+class HalfConfig(StageConfig):
+    backend: Literal["fp16", "bf16"]
+
+
+class _Half(Backend):
+    Config = HalfConfig
+    accepts = TORCH_KINDS
+    produces = Kind.PYTORCH_QUANTIZED
+    devices = ("cuda",)
+    bits = 16
+
+    def run(self, ctx, source, config, out_dir):
+        return torch_quantize(ctx, source, {"backend": self.name}, "safetensors", out_dir)
+
+
+@backend
+class Fp16(_Half):
+    name = "fp16"
+    description = "cast weights and activations to float16 (for GPU targets)"
+    weight_format = activation_format = "float16"
+    min_compute_capability = 7.0
+    notes = ("tensor cores on every supported GPU; slow on CPU",)
+
+
+@backend
+class Bf16(_Half):
+    name = "bf16"
+    description = "cast weights and activations to bfloat16 (for GPU targets)"
+    weight_format = activation_format = "bfloat16"
+    min_compute_capability = 8.0
+    notes = ("no BF16 on compute capability 7.5 (T4); needs 8.0+ (A100, A10, L4, H100)",)
