@@ -45,9 +45,7 @@ def main() -> None:
     rows = []
     for path in args.runs:
         run = load_run(path)
-        suite = run.manifest["suite"]["resolved"]
-        lat = suite["latency"]
-        gen = lat.get("gen_tokens", 0) if suite["task"] == "causal-lm" else 0
+        gen = Setting.of_suite(run.suite).gen_tokens
         for r in run.summary().to_dict("records"):
             if r["status"] != "ok" or r.get("latency_p50_ms") is None:
                 continue

@@ -21,6 +21,8 @@ from compress.plan import Node, Plan, build_plan, content_key, describe
 from compress.provenance import git_revision, package_versions
 from compress.quiet import verbose
 from compress.recipe import load_recipe, suite_overrides
+from compress.records import Manifest, Measurement, RecipeInfo, SuiteInfo, failed
+from compress.records import RunStats as Stats
 from compress.stages.base import StageContext, get_stage
 from compress.store import Store
 from compress.suite import load_suite
@@ -37,15 +39,6 @@ class Executor(ABC):
 class LocalExecutor(Executor):
     def build(self, node, source, ctx, out_dir):
         return get_stage(node.stage).run(ctx, source, node.config, out_dir)
-
-
-@dataclass
-class Stats:
-    stage_executions: int = 0
-    stage_cache_hits: int = 0
-    measurements: int = 0
-    measurement_cache_hits: int = 0
-    failures: int = 0
 
 
 @dataclass
@@ -177,7 +170,7 @@ def import_peak(store: Store, runtime_kind: str, threads: int,
 
 
 def measure_all(plan: Plan, store: Store, built: Outcome, remeasure: bool = False,
-                reporter: Reporter | None = None) -> dict[str, dict]:
+                reporter: Reporter | None = None) -> dict[str, Measurement]:
     """Measure each candidate in its own process, baselines first (their outputs are the
     reference for fidelity). Cached by artifact, settings, eval data, machine, reference."""
     from compress.measure.runner import eval_payload, measure
@@ -185,22 +178,23 @@ def measure_all(plan: Plan, store: Store, built: Outcome, remeasure: bool = Fals
     reporter = reporter or Reporter()
     suite = plan.suite
     payload = eval_payload(suite.task, plan.eval_data, suite.dataset)
-    results: dict[str, dict] = {}
+    results: dict[str, Measurement] = {}
     peaks: dict[str, tuple] = {}  # runtime -> import-only peak, once per run
     advance = reporter.progress("measuring", len(plan.candidates))
     for cand in sorted(plan.candidates, key=lambda c: c.node.key != c.baseline.key):
         key = cand.node.key
         if key in built.errors:
-            results[key] = {"status": "failed", "error": built.errors[key]}
+            results[key] = failed(built.errors[key])
             advance(1)
             continue
-        ref = None if cand.baseline.key == key else results.get(cand.baseline.key, {}).get(
-            "measurement_key")
+        base_m = results.get(cand.baseline.key)
+        ref = None if cand.baseline.key == key or base_m is None else base_m.measurement_key
         mkey = measurement_key(plan, key, ref)
         cached = store.get_measurement(mkey)
         if cached is not None and store.outputs_path(mkey).is_file() and not remeasure \
                 and key not in built.rebuilt:
-            results[key] = {**cached, "measurement_key": mkey, "cached": True}
+            results[key] = Measurement.model_validate({**cached, "measurement_key": mkey,
+                                                       "cached": True})
             built.stats.measurement_cache_hits += 1
             advance(1)
             continue
@@ -220,11 +214,12 @@ def measure_all(plan: Plan, store: Store, built: Outcome, remeasure: bool = Fals
             res["import_baseline_key"] = base_key
             res["measured_at"] = datetime.now(UTC).isoformat(timespec="seconds")
             res["versions"] = package_versions()
+            m = Measurement.model_validate({**res, "measurement_key": mkey, "cached": False})
             store.put_measurement(mkey, res)
-            results[key] = {**res, "measurement_key": mkey, "cached": False}
+            results[key] = m
             built.stats.measurements += 1
         except MeasureError as exc:
-            results[key] = {"status": "failed", "error": f"measurement failed: {exc}"}
+            results[key] = failed(f"measurement failed: {exc}")
             reporter.step(f"[red]{cand.name}: measurement failed: {exc}[/red]")
         advance(1)
     return results
@@ -261,23 +256,20 @@ def run_recipe(recipe_path: str | Path, out_dir: str | Path | None = None,
         built = build_all(plan, store, executor, force, reporter)
         measured = measure_all(plan, store, built, remeasure, reporter)
         summary, tidy = build_results(plan, built, measured)
-        built.stats.failures = sum(r["status"] != "ok" for r in summary)
-        manifest = {
-            "recipe": {"path": str(recipe_path), "given": plan.recipe.source.path.read_text(),
-                       "overrides": list(overrides or []),
-                       "resolved": plan.recipe.model_dump(mode="json", by_alias=True)},
-            "suite": {"path": str(plan.recipe.suite_path()),
-                      "resolved": plan.suite.model_dump(mode="json")},
-            "plan": describe(plan), "seed": plan.recipe.seed,
-            "versions": package_versions(), "git": git_revision(plan.recipe.base_dir),
-            "cache_dir": str(store.root), "started": started_at,
-            "finished": datetime.now(UTC).isoformat(timespec="seconds"),
-            "wall_time_s": round(time.perf_counter() - started, 3),
-            "stats": vars(built.stats),
-        }
+        built.stats.failures = sum(r.status != "ok" for r in summary)
+        manifest = Manifest(
+            recipe=RecipeInfo(path=str(recipe_path),
+                              given=plan.recipe.source.path.read_text(),
+                              overrides=list(overrides or []),
+                              resolved=plan.recipe.model_dump(mode="json", by_alias=True)),
+            suite=SuiteInfo(path=str(plan.recipe.suite_path()), resolved=plan.suite),
+            plan=describe(plan), seed=plan.recipe.seed,
+            versions=package_versions(), git=git_revision(plan.recipe.base_dir),
+            cache_dir=str(store.root), started=started_at,
+            finished=datetime.now(UTC).isoformat(timespec="seconds"),
+            wall_time_s=round(time.perf_counter() - started, 3), stats=built.stats)
         write_run(run_dir, manifest, summary, tidy)
         store.register_run(run_dir, list(built.artifacts),
-                           [k for r in measured.values()
-                            for k in (r.get("measurement_key"), r.get("import_baseline_key"))
-                            if k])
+                           [k for m in measured.values()
+                            for k in (m.measurement_key, m.import_baseline_key) if k])
     return Run(run_dir)

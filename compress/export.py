@@ -55,8 +55,8 @@ def model_card(run: Run, row: dict, base: dict | None, rec: dict | None,
     name, kind = row["candidate"], Kind(row["kind"])
     metric = row.get("primary_metric")
     recipe = run.manifest["recipe"]["resolved"]
-    suite = run.manifest["suite"]["resolved"]
-    task = suite.get("task")
+    suite = run.suite
+    task = suite.task
     lines = [f"# {name}", "",
              f"{recipe.get('name')} / {name}, **{task}**, exported by compress. Kind "
              f"`{kind.value}`: {kind.describe}.", ""]
@@ -67,7 +67,7 @@ def model_card(run: Run, row: dict, base: dict | None, rec: dict | None,
                   'tok = AutoTokenizer.from_pretrained("PATH")',
                   'session = ort.InferenceSession("PATH/model.onnx")',
                   'feeds = tok(["some text"], return_tensors="np", padding="max_length", '
-                  f'max_length={(suite.get("latency") or {}).get("seq_lens", [128])[0]})',
+                  f'max_length={suite.latency.seq_lens[0]})',
                   "names = {i.name for i in session.get_inputs()}",
                   "outputs = session.run(None, {k: v for k, v in feeds.items() if k in names})",
                   "```", ""]
@@ -97,7 +97,7 @@ def model_card(run: Run, row: dict, base: dict | None, rec: dict | None,
         if row.get(k) is not None:
             lines.append(f"| {label} | {_fmt(row.get(k), spec)} | "
                          f"{_fmt((base or {}).get(k), spec)} |")
-    lines += ["", f"Quality on the `{suite.get('name')}` suite's eval set; fidelity (agreement,"
+    lines += ["", f"Quality on the `{suite.name}` suite's eval set; fidelity (agreement,"
               f" KL, cosine) against the baseline `{row.get('baseline')}`. Latency measured "
               f"at batch {row.get('batch_size')}, {row.get('seq_len')} tokens, "
               f"{row.get('threads')} thread(s) on {row.get('device_name') or row.get('device')}"

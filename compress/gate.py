@@ -23,8 +23,9 @@ against it (`--baseline verdict.json`) after the previous run's artifacts are go
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Literal
 
 from compress.decide.gate_checks import (
     GATE_KEYS,
@@ -38,9 +39,43 @@ from compress.decide.gate_checks import (
 )
 from compress.errors import InputError
 from compress.gate_output import to_junit, to_markdown
-from compress.results import LOWER_IS_BETTER, Run, load_run
+from compress.records import SCHEMA_VERSION, Direction, Record, check_version, direction, parse
+from compress.results import Run, load_run
 
-__all__ = ["Check", "GateResult", "gate", "suite_targets"]
+__all__ = ["Check", "GateResult", "Verdict", "gate", "read_verdict", "suite_targets"]
+
+
+class Recommended(Record):
+    candidate: str
+    target: str
+    runtime: str | None = None
+    cost_per_1k: float | None = None
+
+
+class Verdict(Record):
+    """The JSON verdict (`compress gate --json`): what a later release is gated against
+    (`--baseline verdict.json`) and what CI reads (`recommended.candidate`)."""
+
+    schema_version: int = SCHEMA_VERSION
+    verdict: Literal["pass", "fail", "error"]
+    exit_code: int
+    run: str
+    metric: str
+    target: str
+    thresholds: dict[str, float]
+    counts: dict[str, int]
+    recommended: Recommended | None = None
+    baseline: str | None = None
+    figures: dict[str, dict[str, Any]]  # candidate -> compress.decide.gate_checks figures
+    checks: list[Check]
+    provenance: dict[str, Any] = {}
+
+
+def read_verdict(path: str | Path) -> Verdict:
+    """A verdict file of any supported schema version (InputError otherwise)."""
+    from compress.records import read_json
+
+    return parse(Verdict, read_json(path, "gate verdict"), path, "gate verdict")
 
 
 @dataclass
@@ -67,12 +102,15 @@ class GateResult:
     def counts(self) -> dict[str, int]:
         return {s: sum(c.status == s for c in self.checks) for s in ("pass", "fail", "error")}
 
+    def record(self) -> Verdict:
+        return Verdict(verdict=self.verdict, exit_code=self.exit_code, run=self.run,
+                       metric=self.metric, target=self.target, thresholds=self.thresholds,
+                       counts=self.counts(), recommended=self.recommended,
+                       baseline=self.baseline, figures=self.figures, checks=self.checks,
+                       provenance=self.provenance)
+
     def to_dict(self) -> dict:
-        return {"verdict": self.verdict, "exit_code": self.exit_code, "run": self.run,
-                "metric": self.metric, "target": self.target, "thresholds": self.thresholds,
-                "counts": self.counts(), "recommended": self.recommended,
-                "baseline": self.baseline, "figures": self.figures,
-                "checks": [asdict(c) for c in self.checks], "provenance": self.provenance}
+        return self.record().model_dump(mode="json")
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, default=str)
@@ -106,10 +144,11 @@ def _previous(path: str | Path, target: str, catalog, calibration, thr) -> dict[
     if p.is_file():
         try:
             data = json.loads(p.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise InputError(f"--baseline {p}: not JSON ({exc})") from None
+        check_version(data, f"--baseline {p}")
         if isinstance(data, dict) and "figures" in data and "checks" in data:
-            return data["figures"]
+            return parse(Verdict, data, f"--baseline {p}", "gate verdict").figures
         if isinstance(data, dict) and "candidates" in data:
             p = p.parent
         else:
@@ -139,7 +178,7 @@ def gate(run: Run | str | Path, thresholds: dict | None = None, *,
     if suite is not None:
         base_t, _ = suite_targets(suite, run)
     else:
-        base_t = dict(run.manifest["suite"]["resolved"].get("targets") or {})
+        base_t = run.suite.targets.model_dump()
     thr = {k: v for k, v in base_t.items() if v is not None and k in TARGET_KEYS}
     thr.update({k: v for k, v in (thresholds or {}).items() if v is not None})
     unknown = set(thr) - set(GATE_KEYS)
@@ -191,7 +230,7 @@ def gate(run: Run | str | Path, thresholds: dict | None = None, *,
     figs = candidate_figures(run, rows, result.target, catalog, calibration, thr)
     prev = (_previous(baseline, result.target, catalog, calibration, thr)
             if baseline is not None and regression else None)
-    lower = metric in LOWER_IS_BETTER
+    lower = direction(metric) is Direction.LOWER
     for name in chosen:
         f = figs[name]
         result.figures[name] = f

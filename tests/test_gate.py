@@ -13,18 +13,35 @@ import pytest
 
 from compress.errors import InputError
 from compress.gate import gate
+from compress.records import (
+    SCHEMA_VERSION,
+    Manifest,
+    RecipeInfo,
+    RunStats,
+    SuiteInfo,
+    SummaryRow,
+)
+from compress.suite import Suite
 from tests.conftest import ROOT, run_cli
 
 
 def _row(name, acc, agree, p95, peak, **extra):
-    return {"candidate": name, "role": "candidate", "step": name, "stage": "quantize",
-            "kind": "pytorch", "status": "ok", "error": None, "accuracy": acc,
-            "macro_f1": acc, "top1_agreement": agree, "latency_p50_ms": p95 and p95 * 0.9,
-            "latency_p95_ms": p95, "size_mb": peak and peak / 3, "peak_rss_mb": peak,
-            "mem_delta_mb": 10.0, "backend": "pytorch", "device": "cpu", "threads": 1,
-            "batch_size": 1, "seq_len": 128, "provenance": "measured",
-            "artifact_path": None, "primary_metric": "accuracy", "baseline": "teacher",
-            **extra}
+    """A summary row through its record, so a renamed field cannot go unnoticed."""
+    fields = {"candidate": name, "role": "candidate", "step": name, "stage": "quantize",
+              "kind": "pytorch", "status": "ok", "error": None,
+              "quality": {"accuracy": acc, "macro_f1": acc},
+              "fidelity": {"top1_agreement": agree},
+              "latency_p50_ms": p95 and p95 * 0.9, "latency_p95_ms": p95,
+              "size_mb": peak and peak / 3, "peak_rss_mb": peak, "mem_delta_mb": 10.0,
+              "backend": "pytorch", "device": "cpu", "threads": 1, "batch_size": 1,
+              "seq_len": 128, "provenance": "measured", "artifact_path": None,
+              "primary_metric": "accuracy", "baseline": "teacher"}
+    for k, v in extra.items():  # a metric by name, or a field
+        if k in SummaryRow.model_fields:
+            fields[k] = v
+        else:
+            fields["quality"][k] = v
+    return SummaryRow(**fields).row()
 
 
 def make_run(path, rows=None, targets=None, task="text-classification"):
@@ -34,13 +51,16 @@ def make_run(path, rows=None, targets=None, task="text-classification"):
         _row("tiny", 0.90, 0.93, 2.0, 100.0),
     ]
     path.mkdir(parents=True)
-    manifest = {"recipe": {"resolved": {"name": "synthetic"}},
-                "suite": {"resolved": {"name": "s", "task": task,
-                                       "latency": {"seq_lens": [128]},
-                                       "targets": targets or {}}},
-                "stats": {}}
-    (path / "manifest.json").write_text(json.dumps(manifest))
-    (path / "results.json").write_text(json.dumps({"candidates": rows, "measurements": []}))
+    suite = Suite(name="s", task=task, dataset={"source": "eval.csv"},
+                  latency={"seq_lens": [128]}, targets=targets or {})
+    manifest = Manifest(recipe=RecipeInfo(path="recipe.yaml", given="",
+                                          resolved={"name": "synthetic"}),
+                        suite=SuiteInfo(path="suite.yaml", resolved=suite), plan={}, seed=0,
+                        versions={}, cache_dir="", started="", finished="", wall_time_s=0.0,
+                        stats=RunStats())
+    (path / "manifest.json").write_text(manifest.model_dump_json())
+    (path / "results.json").write_text(json.dumps({"schema_version": SCHEMA_VERSION,
+                                                   "candidates": rows, "measurements": []}))
     return path
 
 

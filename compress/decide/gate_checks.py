@@ -44,15 +44,6 @@ class Check:
 
 # ------------------------------------------------------------------------------ figures
 
-def _setting(manifest: dict):
-    from compress.hardware.projection import Setting
-
-    suite = manifest["suite"]["resolved"]
-    lat = suite.get("latency") or {}
-    gen = lat.get("gen_tokens", 0) if suite.get("task") == "causal-lm" else 0
-    return Setting((lat.get("seq_lens") or [128])[0], gen)
-
-
 def _on_target(row: dict, target: str, catalog, calibration, setting, thr: dict) -> dict:
     """The cheapest runnable option of one candidate on one target (or why there is none)."""
     from compress.decide.cost import cost_table
@@ -71,7 +62,9 @@ def candidate_figures(run, rows: list[dict], target: str, catalog, calibration,
                       thr: dict) -> dict[str, dict]:
     """Per candidate: primary metric, fidelity, latency, memory and cost on the target."""
     metric = run.primary_metric
-    setting = _setting(run.manifest)
+    from compress.hardware.projection import Setting
+
+    setting = Setting.of_suite(run.suite)
     out = {}
     for r in rows:
         fid = next(((k, _num(r.get(k))) for k in FIDELITY_KEYS if _num(r.get(k)) is not None),

@@ -237,13 +237,11 @@ def recommend_run(run, targets: dict | None = None, catalog: Catalog | None = No
                   target_names: list[str] | None = None) -> Recommendation:
     """recommend() for a run directory (compress.load_run), with the suite's targets,
     settings and traffic unless overridden."""
-    suite = run.manifest["suite"]["resolved"]
-    t = dict(suite.get("targets") or {})
+    suite = run.suite
+    t = suite.targets.model_dump()
     t.update({k: v for k, v in (targets or {}).items() if v is not None})
-    lat = suite.get("latency") or {}
-    gen = lat.get("gen_tokens", 0) if suite.get("task") == "causal-lm" else 0
-    setting = Setting((lat.get("seq_lens") or [128])[0], gen)
-    if traffic is None and suite.get("traffic"):
-        traffic = Traffic(**suite["traffic"])
+    setting = Setting.of_suite(suite)
+    if traffic is None and suite.traffic is not None:
+        traffic = Traffic(**suite.traffic.model_dump())
     return recommend(run.summary(), run.primary_metric, t, catalog, calibration, setting,
                      traffic, target_names)

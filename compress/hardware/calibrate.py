@@ -39,11 +39,45 @@ import platform
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from compress.hardware import microbench as mb
 from compress.hardware.catalog import Catalog, Target, load_catalog
+from compress.records import SCHEMA_VERSION, Record, parse, read_json
+
+
+class ClassFit(Record):
+    """The fitted factors of one hardware class (see FACTORS)."""
+
+    compute_efficiency: dict[str, float]
+    memory_efficiency: float
+    kernel_overhead_us: dict[str, float]
+    host_overhead_us: dict[str, float]
+    gemm_curves: dict[str, list[list[float]]] = {}
+    vector_rates: dict[str, dict[str, list[list[float]]]] = {}
+
+
+class Calibration(Record):
+    """A stored calibration: the fitted factors per hardware class, with when, where and how
+    they were measured (the raw micro-benchmark timings included)."""
+
+    schema_version: int = SCHEMA_VERSION
+    name: str
+    created: str
+    machine: dict[str, Any]
+    versions: dict[str, str]
+    threads: int
+    nominal: dict[str, float]
+    classes: dict[str, ClassFit]
+    factors: dict[str, str]
+    load_average: dict[str, float | None]
+    fits: dict[str, dict[str, float]]
+    benchmarks: dict[str, Any]
+    wall_time_s: float
+    method: str
+    path: str | None = None  # where it was read from (not stored)
 
 CURVE_GRID = np.round(np.arange(3.0, 10.51, 0.25), 2)   # log10(flops per call)
 CURVE_SIGMA = 0.35                                       # smoothing width, decades
@@ -195,6 +229,7 @@ def calibrate(threads: int = 1, catalog: Catalog | None = None, name: str | None
     rates = {"pytorch-cpu": vector_table(tb["vector"]),
              "ort-cpu": vector_table(net(ob["vector"], host))}
     result = {
+        "schema_version": SCHEMA_VERSION,
         "name": name or f"{target.hw_class}-{platform.node()}",
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine_info(target, threads),
@@ -241,6 +276,6 @@ def load(path: str | Path | None = None) -> dict | None:
 
             raise InputError(f"{p}: no calibration file; run `compress calibrate --out {p}`")
         return None
-    cal = json.loads(p.read_text())
-    cal.setdefault("path", str(p))
-    return cal
+    cal = parse(Calibration, read_json(p, "calibration"), p, "calibration")
+    # consumers (roofline, reports) read the plain JSON form
+    return cal.model_dump(mode="json", exclude_none=False) | {"path": cal.path or str(p)}

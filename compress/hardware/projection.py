@@ -34,6 +34,13 @@ class Setting:
     def decode_context(self) -> int:
         return self.seq_len + max(1, self.gen_tokens) // 2   # mean KV length while decoding
 
+    @classmethod
+    def of_suite(cls, suite) -> Setting:
+        """The request a suite measures: its first sequence length, and its generated
+        tokens for causal-lm."""
+        gen = suite.latency.gen_tokens if suite.task == "causal-lm" else 0
+        return cls((suite.latency.seq_lens or [128])[0], gen)
+
 
 @dataclass
 class TargetProjection:
