@@ -24,6 +24,12 @@ from compress.stages.quantize.ort import OrtDynamicInt8Config, detect_isa
 __all__ = ["BACKENDS", "OPTIMISED_LEVELS", "Backend", "Quantize", "QuantizeConfig",
            "detect_isa"]
 
+# backends are listed (messages, `compress stages`, capabilities) family by family
+FAMILIES = (ort, pytorch, casts, bnb)
+_rank = {m.__name__: i for i, m in enumerate(FAMILIES)}
+_ordered = sorted(BACKENDS.items(), key=lambda item: _rank[type(item[1]).__module__])
+BACKENDS.clear()
+BACKENDS.update(_ordered)
 CONFIGS = tuple(dict.fromkeys(b.Config for b in BACKENDS.values()))
 QuantizeConfig = Annotated[Union[CONFIGS], Field(discriminator="backend")]  # noqa: UP007
 _ADAPTER = TypeAdapter(QuantizeConfig)
