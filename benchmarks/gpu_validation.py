@@ -487,6 +487,8 @@ def main(argv=None) -> int:
             try:
                 G.set_tf32(prec == "tf32")
                 model = models.get(key, prec)
+                if args.device == "cuda":
+                    torch.cuda.reset_peak_memory_stats()
                 vocab = model.config.vocab_size
                 ids = torch.randint(0, vocab, (b, s), device=device)
                 if phase == "decode":

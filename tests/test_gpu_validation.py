@@ -153,3 +153,21 @@ def test_tf32_projects_on_tensor_cores_and_only_where_there_are_any():
     assert h200["ms"] < fp32["ms"] / 3          # 494.5 vs 67 TFLOPS on a compute-bound prefill
     assert "why" in mod.project("llama-1b", "tf32", 1, 128, 0, cat["T4"], cat, None)
     assert "why" in mod.project("llama-1b", "bf16", 1, 128, 0, cat["T4"], cat, None)
+
+
+def test_calibrate_cuda_without_a_gpu_is_a_clear_error(tmp_path):
+    import subprocess
+    import sys
+
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device")
+
+    out = tmp_path / "cal.json"
+    proc = subprocess.run([sys.executable, "-m", "compress", "calibrate", "--device", "cuda",
+                           "--out", str(out)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    assert "no CUDA device" in proc.stderr and "Traceback" not in proc.stderr
+    assert not out.exists()
