@@ -145,8 +145,11 @@ def _f(v, fmt):
 def calibration(console: Console, result: dict, path, threads: int) -> None:
     """The fitted roofline factors of `compress calibrate`."""
     m = result["machine"]
-    console.print(f"calibrated {m['hw_class']} ({m['cpu_model']}, {m['cores']} core(s), "
-                  f"{threads} thread(s)) in {result['wall_time_s']:.1f} s -> {path}")
+    what = (f"{m['gpu_name']}, compute capability {m['compute_capability']}, driver "
+            f"{m.get('driver')}" if "gpu_name" in m else
+            f"{m['cpu_model']}, {m['cores']} core(s), {threads} thread(s)")
+    console.print(f"calibrated {m['hw_class']} ({what}) in {result['wall_time_s']:.1f} s "
+                  f"-> {path}")
     for cls, fit in result["classes"].items():
         t = Table("factor", "value", title=cls, header_style="bold")
         for k, v in fit["compute_efficiency"].items():

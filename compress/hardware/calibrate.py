@@ -66,15 +66,17 @@ class Calibration(Record):
     schema_version: int = SCHEMA_VERSION
     name: str
     created: str
+    device: str | None = None  # cuda for a GPU's (compress.hardware.calibrate_gpu)
     machine: dict[str, Any]
     versions: dict[str, str]
     threads: int
-    nominal: dict[str, float]
+    nominal: dict[str, Any]
     classes: dict[str, ClassFit]
-    factors: dict[str, str]
+    factors: dict[str, Any]
     load_average: dict[str, float | None]
     fits: dict[str, dict[str, float]]
     benchmarks: dict[str, Any]
+    stopped_at_deadline: bool | None = None
     wall_time_s: float
     method: str
     path: str | None = None  # where it was read from (not stored)
@@ -108,8 +110,9 @@ def default_path() -> Path:
                 or Path(user_cache_dir("compress")) / "calibration" / "calibration.json")
 
 
-def size_curve(rows: list[dict], peak: float) -> list[list[float]]:
-    """[[flops per call, efficiency], ...] on CURVE_GRID, inside the measured range.
+def size_curve(rows: list[dict], peak: float, grid=CURVE_GRID) -> list[list[float]]:
+    """[[flops per call, efficiency], ...] on `grid` (log10 flops; CURVE_GRID by default,
+    a GPU's passes a wider one), inside the measured range.
 
     Each row is one timed call (flops, seconds); its efficiency is flops / (peak x s).
     A Gaussian kernel over log10(flops) (CURVE_SIGMA decades) averages log-efficiency, so
@@ -122,7 +125,7 @@ def size_curve(rows: list[dict], peak: float) -> list[list[float]]:
         return []
     x, y = np.array([p[0] for p in pts]), np.array([p[1] for p in pts])
     out = []
-    for g in CURVE_GRID:
+    for g in grid:
         if g < x.min() - 0.125 or g > x.max() + 0.125:
             continue
         w = np.exp(-0.5 * ((x - g) / CURVE_SIGMA) ** 2)
