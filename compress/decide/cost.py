@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from compress.decide.serving import Z, ServiceCurve, choose
+from compress.decide.serving import ServiceCurve, Z, choose
 from compress.hardware.catalog import Catalog
 from compress.hardware.projection import CandidateModel, Setting
 

@@ -149,6 +149,9 @@ def compute(run, ask: Ask | None = None):
     ask = ask or Ask()
     catalog = load_catalog(ask.catalog_files or [], ask.prices)
     cal = C.load(ask.calibration)
+    if ask.traffic and "requests_per_day" not in ask.traffic:
+        raise InputError("--peak-factor needs --requests-per-day (or a saved "
+                         "recommendation with a traffic profile)")
     traffic = Traffic(**ask.traffic) if ask.traffic else None
     rec = recommend_run(run, ask.targets, catalog, cal, traffic, ask.target_names)
     suite = run.manifest["suite"]["resolved"]
@@ -257,7 +260,8 @@ def decide(run, ask: Ask | None = None) -> Decision:
                                   and Path(s.calibration_path).is_file() else None)
         ask = Ask(catalog_files=ask.catalog_files or s.catalog_files or None,
                   prices=ask.prices or s.price_file, calibration=cal,
-                  traffic=ask.traffic if ask.traffic is not None else s.traffic,
+                  traffic={**(s.traffic or {}), **ask.traffic} if ask.traffic
+                  else s.traffic,
                   targets={**s.targets, **{k: v for k, v in (ask.targets or {}).items()
                                            if v is not None}},
                   target_names=ask.target_names or s.target_names)

@@ -8,8 +8,8 @@
    batching and queueing under Poisson arrivals at the peak, see serving.py) picks the
    cheapest configuration meeting the end-to-end latency SLO; see cost.py.
 3. Cheapest: lowest monthly cost at the traffic counted in whole instances; without
-   traffic, lowest cost per 1,000 inferences at full utilisation. Ties: better quality, then smaller model,
-   then cost per 1k, then candidate name, then target name.
+   traffic, lowest cost per 1,000 inferences at full utilisation. Ties: better quality,
+   then smaller model, then cost per 1k, then candidate name, then target name.
 Also: why runners-up and the baseline lost, the Pareto frontier of quality vs cost, and
 when nothing qualifies, what came closest.
 """
