@@ -95,6 +95,7 @@ class SimResult:
     max_batch: int
     max_delay_ms: float
     requests: int
+    mean_ms: float | None = None
     p50_ms: float | None = None
     p95_ms: float | None = None
     p99_ms: float | None = None
@@ -185,8 +186,8 @@ def simulate(curve: ServiceCurve, rate_rps: float, workers: int, max_batch: int,
     p50, p95, p99 = np.percentile(lat, [50, 95, 99]).tolist()
     t95, t99 = np.percentile(first_lat, [95, 99]).tolist()
     capacity = curve.capacity(workers, max_batch)
-    return SimResult(rate_rps, workers, max_batch, max_delay_ms, requests, p50, p95, p99,
-                     t95, t99, utilisation=rate_rps / capacity, busy=busy / (workers * (
+    return SimResult(rate_rps, workers, max_batch, max_delay_ms, requests, float(lat.mean()),
+                     p50, p95, p99, t95, t99, utilisation=rate_rps / capacity, busy=busy / (workers * (
                          end.max() - arr[0])), mean_batch=n / nb)
 
 
