@@ -186,9 +186,10 @@ def simulate(curve: ServiceCurve, rate_rps: float, workers: int, max_batch: int,
     p50, p95, p99 = np.percentile(lat, [50, 95, 99]).tolist()
     t95, t99 = np.percentile(first_lat, [95, 99]).tolist()
     capacity = curve.capacity(workers, max_batch)
+    span = float(end.max() - arr[0])
     return SimResult(rate_rps, workers, max_batch, max_delay_ms, requests, float(lat.mean()),
-                     p50, p95, p99, t95, t99, utilisation=rate_rps / capacity, busy=busy / (workers * (
-                         end.max() - arr[0])), mean_batch=n / nb)
+                     p50, p95, p99, t95, t99, utilisation=rate_rps / capacity,
+                     busy=busy / (workers * span), mean_batch=n / nb)
 
 
 @dataclass
