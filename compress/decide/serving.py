@@ -118,11 +118,16 @@ def _stream(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 def simulate(curve: ServiceCurve, rate_rps: float, workers: int, max_batch: int,
              max_delay_ms: float, requests: int = CONFIRM_REQUESTS, seed: int = 0,
              slo_ms: float | None = None, percentile: int = 95, warmup: float = 0.02,
-             _stream_cache: dict | None = None) -> SimResult:
+             policy: str = "oldest", _stream_cache: dict | None = None) -> SimResult:
     """Simulate one instance (`workers` workers, one queue) under Poisson arrivals.
 
-    With `slo_ms`, stops early (aborted=True) once more requests missed it than the
-    percentile allows: the configuration cannot meet it."""
+    `policy`: "oldest" (Triton: a partial batch goes once its oldest request has waited
+    `max_delay_ms`) or "window" (LitServe: a free worker collects for `max_delay_ms` from
+    the moment it is free, in back-to-back windows while idle). With `slo_ms`, stops early
+    (aborted=True) once more requests missed it than the percentile allows."""
+    if policy not in ("oldest", "window"):
+        raise ValueError(f"policy must be 'oldest' or 'window', not {policy!r}")
+    window = policy == "window" and max_delay_ms > 0
     if rate_rps <= 0:
         raise ValueError("rate must be positive")
     if max_batch > curve.max_batch:
@@ -156,8 +161,14 @@ def simulate(curve: ServiceCurve, rate_rps: float, workers: int, max_batch: int,
         t_free = pop(free)
         oldest = arrl[i]
         full_at = arrl[i + b - 1] if i + b - 1 < n else math.inf
-        formed = full_at if full_at < oldest + d else oldest + d
-        start = t_free if t_free > formed else formed
+        if window:
+            # windows [t_free + k d, t_free + (k + 1) d): the one the oldest lands in closes
+            w_end = t_free + (math.floor(max(0.0, oldest - t_free) / d) + 1) * d
+            start = max(full_at, t_free, oldest)
+            start = start if start < w_end else w_end
+        else:
+            formed = full_at if full_at < oldest + d else oldest + d
+            start = t_free if t_free > formed else formed
         j = right(arrl, start, i, i + b if i + b < n else n)
         k = j - i
         jt = jitter[nb]
