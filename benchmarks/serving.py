@@ -7,16 +7,16 @@
 RUN_DIR is a finished `compress run` whose suite measured the candidate's latency at
 several batch sizes (e.g. `--set suite.latency.batch_sizes=cost`), with 1 thread.
 
-1. Prediction inputs, fixed before any load test and never fitted to it:
-   - the candidate's batch curve as compress measured it (RUN_DIR's tidy table: p50 per
-     batch size; the spread from p95/p50 at batch 1);
-   - the server's overheads, measured on the running server before the load test:
-     sequential requests one at a time (per request: HTTP, JSON, tokenisation, queues)
-     and a saturating closed loop (its throughput is the "measured capacity"); the two
-     give a per-batch and a per-request overhead that are added to the curve.
-2. The prediction: compress.decide.serving.simulate at 30%, 60% and 85% of the measured
-   capacity, with LitServe's batching policy ("window": a free worker collects for
-   `delay` from the moment it is free), written to the results before the load test.
+1. Prediction inputs, fixed before each rate's load test and never fitted to it: the
+   server's own batch-1 time (median of 100 sequential requests, one at a time: model,
+   HTTP, JSON, tokenisation, queues) and full-batch time (a saturating closed loop: its
+   throughput is the "measured capacity"), with the shape in between and the spread taken
+   from the candidate's batch curve as compress measured it (RUN_DIR). They are measured
+   again just before each rate because on a shared machine the speed of a core drifts by
+   2x within minutes; a curve measured once, earlier, predicted nonsense.
+2. The prediction: compress.decide.serving.simulate at 30%, 60% and 85% of the capacity
+   just measured, with LitServe's batching policy ("window": a free worker collects for
+   `delay` from the moment it is free), printed before the load test starts.
 3. The load test: LitServe (max_batch_size, batch_timeout) serving the ONNX model with
    ONNX Runtime (1 thread) pinned to core 0; an asyncio load generator pinned to core 1
    sends seeded Poisson arrivals (open loop), `--requests` per rate after 50 warm-up ones;
@@ -48,39 +48,6 @@ TEXTS = ["The central bank held interest rates as markets waited for the budget.
          "The striker scored twice in the second half to win the cup tie.",
          "A new handset with a larger screen goes on sale next month.",
          "The film took the top prize at the festival after a week of screenings."]
-
-
-# ------------------------------------------------------------------------------ server
-
-def serve(model_dir: str, max_batch: int, delay_ms: float, port: int, seq_len: int) -> None:
-    import litserve as ls
-
-    from compress.encoding import Encoder, OrtModel
-
-    class Api(ls.LitAPI):
-        def setup(self, device):
-            self.encoder = Encoder(model_dir)
-            self.model = OrtModel(model_dir, threads=1)
-
-        def decode_request(self, request):
-            return request["text"]
-
-        def batch(self, inputs):
-            return list(inputs)
-
-        def predict(self, texts):
-            out = self.model(self.encoder(list(texts), seq_len, pad_to_max=True))
-            return [float(np.asarray(o).ravel()[0]) for o in out]
-
-        def unbatch(self, output):
-            return output
-
-        def encode_response(self, output):
-            return {"y": output}
-
-    api = Api(max_batch_size=max_batch, batch_timeout=delay_ms / 1000.0)
-    server = ls.LitServer(api, accelerator="cpu", workers_per_device=1, timeout=120)
-    server.run(port=port, num_api_servers=1, generate_client_file=False, log_level="warning")
 
 
 # ------------------------------------------------------------------------------ client
@@ -175,13 +142,7 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--loads", default="0.3,0.6,0.85")
     ap.add_argument("--out", type=Path)
-    ap.add_argument("--serve", help="(internal) serve this model dir")
-    ap.add_argument("--port", type=int)
-    ap.add_argument("--seq-len", type=int, default=128)
     a = ap.parse_args()
-    if a.serve:
-        serve(a.serve, a.max_batch, a.delay_ms, a.port, a.seq_len)
-        return 0
 
     from compress.decide.cost import _sigma, measured_curves
     from compress.decide.serving import ServiceCurve, simulate
@@ -215,65 +176,69 @@ def main() -> int:
     os.sched_setaffinity(0, {1})
     port = _free_port()
     proc = subprocess.Popen(
-        ["taskset", "-c", "0", sys.executable, __file__, "--serve", row["artifact_path"],
-         "--port", str(port), "--max-batch", str(a.max_batch), "--delay-ms", str(a.delay_ms),
-         "--seq-len", str(seq_len)],
+        ["taskset", "-c", "0", sys.executable, str(ROOT / "benchmarks" / "serving_server.py"),
+         row["artifact_path"], str(port), str(a.max_batch), str(a.delay_ms), str(seq_len)],
         env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE, text=True)
+        stderr=open(Path(a.out or "/tmp/serving").with_suffix(".server.log"), "w"),
+        start_new_session=True)
     url = f"http://127.0.0.1:{port}/predict"
     results = {}
     try:
         _wait_ready(f"http://127.0.0.1:{port}/health", proc)
-        asyncio.run(sequential(url, 50))                                   # warm up
-        # ---- prediction inputs (before any load test)
-        seq = asyncio.run(sequential(url, 200))
-        e2e1 = float(np.median(seq))
-        cap = asyncio.run(saturate(url, 600, 4 * a.max_batch))
-        t_full = a.max_batch * 1000.0 / cap            # ms per full batch at saturation
-        i_b = sizes.index(a.max_batch)
-        over1, overb = e2e1 - p50[0], t_full - p50[i_b]
-        per_req = max(0.0, (overb - over1) / (a.max_batch - 1))
-        per_batch = max(0.0, over1 - per_req)
-        curve = ServiceCurve(tuple(sizes), tuple(v + per_req * b for b, v in
-                                                 zip(sizes, p50, strict=True)),
-                             sigma=_sigma(curve_m["p50"][0], curve_m["p95"][0]),
-                             overhead_ms=per_batch)
-        say(f"overheads, measured on the server before the load test: sequential median "
-            f"{e2e1:.2f} ms (model p50 {p50[0]:.2f}); saturated throughput {cap:.1f}/s "
-            f"(= measured capacity; {t_full:.2f} ms per batch of {a.max_batch}) -> "
-            f"{per_batch:.2f} ms per batch + {per_req:.2f} ms per request")
+        asyncio.run(sequential(url, 30))                                   # warm up
         loads = [float(x) for x in a.loads.split(",")]
-        preds = {}
+        sigma = _sigma(curve_m["p50"][0], curve_m["p95"][0])
+        i_b = sizes.index(a.max_batch)
+        rows_md = []
         for load in loads:
-            p = simulate(curve, load * cap, 1, a.max_batch, a.delay_ms, 20000, a.seed,
+            # ---- prediction inputs, measured on the server just before this rate's test
+            seq = asyncio.run(sequential(url, 100))
+            e2e1 = float(np.median(seq))
+            cap = asyncio.run(saturate(url, 40 * a.max_batch, 4 * a.max_batch))
+            t_full = a.max_batch * 1000.0 / cap          # ms per full batch at saturation
+            # the server's curve: its batch-1 and full-batch times, the shape in between
+            # from compress's measured curve
+            shape = [(v - p50[0]) / (p50[i_b] - p50[0]) for v in p50]
+            first = [e2e1 + (t_full - e2e1) * f for f in shape]
+            curve = ServiceCurve(tuple(sizes), tuple(first), sigma=sigma)
+            rate = load * cap
+            p = simulate(curve, rate, 1, a.max_batch, a.delay_ms, 20000, a.seed,
                          policy="window")
-            preds[load] = p
-            say(f"predicted at {load:.0%} ({load * cap:.1f}/s): p50 {p.p50_ms:.1f} ms, p95 "
-                f"{p.p95_ms:.1f} ms, p99 {p.p99_ms:.1f} ms, mean batch {p.mean_batch:.2f}")
-        # ---- the load test
-        say("")
-        say("| load | rate/s | requests | measured p50 | measured p95 | measured p99 | "
-            "predicted p95 | predicted / measured |")
-        say("|---|---:|---:|---:|---:|---:|---:|---:|")
-        for load in loads:
-            lat = np.asarray(asyncio.run(poisson(url, load * cap, a.requests, a.seed)))
+            say(f"[{load:.0%}] before the test: sequential median {e2e1:.2f} ms (compress "
+                f"measured model p50 {p50[0]:.2f}), saturated {cap:.1f}/s ({t_full:.1f} ms "
+                f"per batch of {a.max_batch}; compress measured {p50[i_b]:.1f}); predicted at "
+                f"{rate:.1f}/s: p50 {p.p50_ms:.1f}, p95 {p.p95_ms:.1f}, p99 {p.p99_ms:.1f} ms,"
+                f" mean batch {p.mean_batch:.2f}; load average {os.getloadavg()[0]:.2f}")
+            # ---- the load test
+            lat = np.asarray(asyncio.run(poisson(url, rate, a.requests, a.seed)))
             m50, m95, m99 = np.percentile(lat, [50, 95, 99])
-            # spread: p95 of each half of the requests
-            h1, h2 = np.percentile(lat[: len(lat) // 2], 95), np.percentile(
-                lat[len(lat) // 2:], 95)
-            ratio = preds[load].p95_ms / m95
-            results[load] = {"rate": load * cap, "requests": len(lat), "p50": m50, "p95": m95,
-                             "p99": m99, "p95_halves": [h1, h2],
-                             "predicted_p95": preds[load].p95_ms, "ratio": ratio}
-            say(f"| {load:.0%} | {load * cap:.1f} | {len(lat)} | {m50:.1f} | {m95:.1f} "
-                f"(halves {h1:.1f} / {h2:.1f}) | {m99:.1f} | {preds[load].p95_ms:.1f} | "
-                f"{ratio:.2f} |")
-    finally:
-        proc.terminate()
+            h1 = np.percentile(lat[: len(lat) // 2], 95)
+            h2 = np.percentile(lat[len(lat) // 2:], 95)
+            ratio = p.p95_ms / m95
+            results[load] = {"rate": rate, "capacity": cap, "sequential_ms": e2e1,
+                             "requests": len(lat), "p50": m50, "p95": m95, "p99": m99,
+                             "p95_halves": [h1, h2], "predicted_p50": p.p50_ms,
+                             "predicted_p95": p.p95_ms, "predicted_p99": p.p99_ms,
+                             "ratio": ratio, "load_average_after": os.getloadavg()[0]}
+            rows_md.append(f"| {load:.0%} | {rate:.1f} | {len(lat)} | {m50:.1f} | {m95:.1f} "
+                           f"({h1:.1f} / {h2:.1f}) | {m99:.1f} | {p.p50_ms:.1f} | "
+                           f"{p.p95_ms:.1f} | {ratio:.2f} |")
+            say(f"[{load:.0%}] measured: p50 {m50:.1f}, p95 {m95:.1f} (halves {h1:.1f} / "
+                f"{h2:.1f}), p99 {m99:.1f} ms; predicted / measured p95 {ratio:.2f}")
+        say("")
+        say("| load | rate/s | requests | measured p50 | measured p95 (1st / 2nd half) | "
+            "measured p99 | predicted p50 | predicted p95 | predicted / measured p95 |")
+        say("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for line in rows_md:
+            say(line)
+    finally:   # the server and the workers it spawned: its own process group
+        import signal
+
+        os.killpg(proc.pid, signal.SIGTERM)
         try:
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
     load_after = os.getloadavg()
     within = [abs(r["ratio"] - 1) <= 0.25 for r in results.values()]
     say("")

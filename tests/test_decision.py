@@ -40,6 +40,7 @@ def test_gate_report_and_export_agree_with_the_saved_recommendation(run_copy, tm
                 "--target", "c7i.large", "--target", "c7i.xlarge", "--target", "T4",
                 env=env, timeout=300)
     assert r.returncode == 0, r.stderr
+    assert "nan" not in r.stdout.split("quality vs baseline")[0]   # no empty note printed
     saved = json.loads((run_copy / "recommendation.json").read_text())
     assert saved["schema_version"] == 1 and saved["kind"] == "compress.recommendation"
     inputs = saved["inputs"]

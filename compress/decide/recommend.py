@@ -153,7 +153,7 @@ def recommend(summary: pd.DataFrame, metric: str, targets: dict | None = None,
             ex.append(f"Runner-up {r['candidate']} on {r['target']} ({r['runtime']}): "
                       f"{name} {_money(r['_rank'], ranking)} vs "
                       f"{_money(w['_rank'], ranking)}{tie}")
-        if w.get("composition"):
+        if isinstance(w.get("composition"), str):
             ex.append(f"Note: {w['composition']}")
     else:
         ex.append("Nothing meets the targets.")
