@@ -43,6 +43,8 @@ def to_markdown(result) -> str:
                   f"{r.get('runtime')}.", ""]
     if result.baseline:
         lines += [f"Compared with the previous release: `{result.baseline}`.", ""]
+    if result.recommended and result.recommended.get("decision"):
+        lines += [f"Decision: {result.recommended['decision']}.", ""]
     lines += ["| candidate | check | value | threshold | figures | result |",
               "|---|---|---:|---:|---|---|"]
     for ch in result.checks:

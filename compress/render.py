@@ -171,10 +171,11 @@ def calibration(console: Console, result: dict, path, threads: int) -> None:
                   highlight=False)
 
 
-def recommendation(console: Console, run, rec, traffic, all_rows: bool) -> None:
-    """`compress recommend`: the explanation, quality, candidate x target and Pareto tables."""
-    console.print(f"[bold]{run.manifest['recipe']['resolved']['name']}[/bold]: "
-                  f"{rec.metric}, targets {rec.provenance['targets'] or 'none'}")
+def recommendation(console: Console, rec, title: str, all_rows: bool = False) -> None:
+    """The recommendation as tables: explanation, quality, candidate x target, Pareto."""
+    traffic = rec.provenance.get("traffic")
+    console.print(f"[bold]{title}[/bold]: {rec.metric}, targets "
+                  f"{rec.provenance['targets'] or 'none'}")
     for line in rec.explanation:
         console.print(("[green]" if line.startswith("Recommended") else "") + line
                       + ("[/green]" if line.startswith("Recommended") else ""),
@@ -189,21 +190,40 @@ def recommendation(console: Console, run, rec, traffic, all_rows: bool) -> None:
     opts = rec.options
     if not all_rows:
         opts = opts[opts["status"] != "unsupported"]
-    t = Table("candidate", "target", "runtime", "status", "figures", "batch", "p95 ms",
-              "inf/s", "mem GB", "$/h", "$ per 1k", *(["inst", "$/month"] if traffic
-                                                   else []), "reason",
-              title="candidate x target (measured = this machine; projected = roofline)",
-              header_style="bold")
+    causal = "cost_per_1m_tokens" in opts and opts["cost_per_1m_tokens"].notna().any()
+    serving = traffic is not None
+    cols = ["candidate", "target", "runtime", "status", "figures"]
+    cols += (["inst x wk", "max batch", "delay ms", "util", "p95 ms", "p99 ms"] if serving
+             else ["batch", "p95 ms", "inf/s"])
+    cols += ["$/h", "$ per 1k"] + (["$ per 1M tok"] if causal else []) \
+        + (["$/month"] if serving else []) + ["note"]
+    t = Table(*cols, title="candidate x target (measured = this machine; projected = "
+              "roofline)" + ("; end-to-end latency under Poisson traffic at the peak"
+                             if serving else ""), header_style="bold")
     qmap = dict(zip(rec.quality["candidate"], rec.quality["passes_quality"], strict=True))
     for _, r in opts.iterrows():
         status = r["status"] if qmap.get(r["candidate"]) or r["status"] != "ok" \
             else "quality"
-        t.add_row(r["candidate"], r["target"], str(r["runtime"]), status, r["provenance"],
-                  _f(r["batch_size"], ".0f"), _f(r["latency_p95_ms"], ".2f"),
-                  _f(r["throughput_per_s"], ".1f"), _f(r["memory_gb"], ".2f"),
-                  _f(r["price_per_hour"], ".3f"), _f(r["cost_per_1k"], ".6f"),
-                  *([_f(r["instances"], ".0f"), _f(r["monthly_cost"], ",.0f")]
-                    if traffic else []), r["reason"] if isinstance(r["reason"], str) else "")
+        cells = [r["candidate"], r["target"], str(r["runtime"]), status, r["provenance"]]
+        if serving:
+            inst = (f"{_f(r['instances'], '.0f')} x {_f(r['workers'], '.0f')}"
+                    if _f(r.get("instances"), ".0f") != "-" else "-")
+            cells += [inst, _f(r.get("max_batch"), ".0f"), _f(r.get("max_queue_delay_ms"), "g"),
+                      _f(r.get("utilisation"), ".0%"), _f(r["latency_p95_ms"], ".1f"),
+                      _f(r.get("latency_p99_ms"), ".1f")]
+        else:
+            cells += [_f(r["batch_size"], ".0f"), _f(r["latency_p95_ms"], ".2f"),
+                      _f(r["throughput_per_s"], ".1f")]
+        cells += [_f(r["price_per_hour"], ".3f"), _f(r["cost_per_1k"], ".6f")]
+        if causal:
+            cells.append(_f(r.get("cost_per_1m_tokens"), ".4f"))
+        if serving:
+            cells.append(_f(r["monthly_cost"], ",.0f"))
+        notes = [x for x in (r.get("reason"), r.get("composition")) if isinstance(x, str)]
+        if r["status"] == "no price":
+            notes = ["not priced"]
+        cells.append("; ".join(notes))
+        t.add_row(*cells)
     console.print(t)
     hidden = (rec.options["status"] == "unsupported").sum()
     if hidden and not all_rows:
@@ -225,10 +245,12 @@ def recommendation(console: Console, run, rec, traffic, all_rows: bool) -> None:
     console.print(f"catalog: {', '.join(p['catalog_files'])}; prices: "
                   f"{', '.join(p['price_files']) or 'catalog defaults'}"
                   + (f" [{'; '.join(changed)}]" if changed else "")
-                  + f"; calibration: {p['calibration']}; traffic: {p['traffic'] or 'none'}",
+                  + f"; calibration: {p['calibration']}; traffic: {traffic or 'none'}",
                   highlight=False)
     console.print("quality and local-cpu latency are measured; every other latency, "
-                  "throughput and cost figure is projected (roofline).", highlight=False)
+                  "throughput and cost figure is projected (roofline)"
+                  + ("; queueing and batching are simulated (seeded)" if serving else "")
+                  + ".", highlight=False)
 
 
 def gate(console: Console, result) -> None:
@@ -241,6 +263,8 @@ def gate(console: Console, result) -> None:
                   ch.provenance or "-",
                   f"[{colour[ch.status]}]{ch.status}[/{colour[ch.status]}] {ch.message}")
     console.print(t)
+    if result.recommended and result.recommended.get("decision"):
+        console.print(result.recommended["decision"], highlight=False)
     c = result.counts()
     console.print(f"[{colour[result.verdict]}]{result.verdict.upper()}[/{colour[result.verdict]}]"
                   f": {c['pass']} passed, {c['fail']} failed, {c['error']} error(s)"
