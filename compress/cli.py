@@ -90,6 +90,23 @@ COLUMNS = [  # (summary column, header, format); shown when any row has a value
 ]
 
 
+QUALITY_COLUMNS = ("accuracy", "macro_f1", "spearman", "pearson", "perplexity",
+                   "next_token_accuracy")
+
+
+def _cell(r: dict, key: str, fmt: str) -> str:
+    """A quality figure with its interval ('0.973 ±0.015'), when the run has one."""
+    from compress.confidence import fmt as ci_fmt
+
+    digits = int(fmt[-2]) if fmt.endswith("f") and fmt[-2].isdigit() else 3
+    if key in QUALITY_COLUMNS and r.get(f"{key}_low") is not None:
+        return ci_fmt(r[key], r[f"{key}_low"], r[f"{key}_high"], digits)
+    if key == "primary_delta" and r.get("primary_delta_low") is not None:
+        text = ci_fmt(r[key], r["primary_delta_low"], r["primary_delta_high"], digits)
+        return text if text.startswith("-") else "+" + text
+    return format(r[key], fmt)
+
+
 def print_table(rows: list[dict], title: str | None = None) -> None:
     """The results table: the columns that matter for the task; baseline marked with *."""
     table = Table(title=title, header_style="bold")
@@ -116,7 +133,7 @@ def print_table(rows: list[dict], title: str | None = None) -> None:
             elif fmt == "s":
                 cells.append(str(v))
             else:
-                cells.append(format(v, fmt))
+                cells.append(_cell(r, key, fmt))
         table.add_row(*cells)
     console.print(table)
     first = next((r for r in rows if r.get("batch_size")), {})
@@ -125,7 +142,33 @@ def print_table(rows: list[dict], title: str | None = None) -> None:
         "* baseline; Δ, agree, KL and cos against each candidate's baseline; latency at batch "
         f"{first.get('batch_size', '-')}, {first.get('seq_len', '-')} tokens, "
         f"{first.get('threads', '-')} thread(s) on {first.get('device', '-')}"
-        + ("; ~ noisy (p95 far above p50)" if noisy else "") + "; all figures measured here")
+        + ("; ~ noisy (p95 far above p50)" if noisy else "") + "; all figures measured here",
+        highlight=False)
+    for line in quality_notes(rows):
+        console.print(line, highlight=False)
+
+
+def quality_notes(rows: list[dict]) -> list[str]:
+    """How sure the quality figures are, which epoch each trained step kept, and any
+    baseline that is not clearly above chance."""
+    out = []
+    ci = next((r for r in rows if r.get("confidence")), None)
+    if ci is not None:
+        policy = next((r.get("quality_inputs") for r in rows if r.get("quality_inputs")), None)
+        out.append(f"± {ci['confidence']:.0%} interval over {ci['n_units']} "
+                   f"{ci['quality_units']} (Δ: paired bootstrap"
+                   + (", McNemar p in --format json" if ci.get("mcnemar_p") is not None
+                      or any(r.get("mcnemar_p") is not None for r in rows) else "")
+                   + ")" + (f"; quality inputs {policy.replace('_', ' ')}" if policy else ""))
+    for r in rows:
+        if r.get("kept_epoch") is not None:
+            of = f" of {r['epochs_run']}" if r.get("epochs_run") else ""
+            out.append(f"{r['candidate']}: kept epoch {r['kept_epoch']}{of}"
+                       + (f" ({r['selection']})" if r.get("selection") else ""))
+    for r in rows:
+        if r.get("sanity"):
+            out.append(f"[red]warning[/red]: {r['sanity']}")
+    return out
 
 
 @app.command()
@@ -167,6 +210,8 @@ def validate(recipe: Annotated[Path, typer.Argument(help="recipe YAML file")],
     from compress.engine import prepare
 
     p = prepare(recipe, set_ or [])
+    for warning in p.warnings:
+        err_console.print(f"[yellow]warning[/yellow]: {warning}", highlight=False)
     console.print(f"[green]ok[/green] {recipe}: {len(p.nodes)} stage run(s), "
                   f"{len(p.candidates)} candidate(s)")
     if plan:

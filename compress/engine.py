@@ -252,13 +252,15 @@ def run_recipe(recipe_path: str | Path, out_dir: str | Path | None = None,
     started = time.perf_counter()
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
     plan = prepare(recipe_path, overrides)
+    for warning in plan.warnings:
+        (reporter or Reporter()).step(f"[yellow]warning[/yellow]: {warning}")
     store = Store(cache_dir)
     run_dir = Path(out_dir) if out_dir else default_run_dir(plan)
     with store.shared_lock():
         store.clean_stale()
         built = build_all(plan, store, executor, force, reporter)
         measured = measure_all(plan, store, built, remeasure, reporter)
-        summary, tidy = build_results(plan, built, measured)
+        summary, tidy, units = build_results(plan, built, measured)
         built.stats.failures = sum(r["status"] != "ok" for r in summary)
         manifest = {
             "recipe": {"path": str(recipe_path), "given": plan.recipe.source.path.read_text(),
@@ -273,7 +275,7 @@ def run_recipe(recipe_path: str | Path, out_dir: str | Path | None = None,
             "wall_time_s": round(time.perf_counter() - started, 3),
             "stats": vars(built.stats),
         }
-        write_run(run_dir, manifest, summary, tidy)
+        write_run(run_dir, manifest, summary, tidy, units)
         store.register_run(run_dir, list(built.artifacts),
                            [k for r in measured.values()
                             for k in (r.get("measurement_key"), r.get("import_baseline_key"))

@@ -233,7 +233,7 @@ def pareto(opts: pd.DataFrame, lower: bool) -> pd.DataFrame:
 
 
 def recommend_run(run, targets: dict | None = None, catalog: Catalog | None = None,
-                  calibration: dict | None = None, traffic: Traffic | None = None,
+                  calibration: dict | None = None, traffic: Traffic | dict | None = None,
                   target_names: list[str] | None = None) -> Recommendation:
     """recommend() for a run directory (compress.load_run), with the suite's targets,
     settings and traffic unless overridden."""
@@ -243,6 +243,8 @@ def recommend_run(run, targets: dict | None = None, catalog: Catalog | None = No
     lat = suite.get("latency") or {}
     gen = lat.get("gen_tokens", 0) if suite.get("task") == "causal-lm" else 0
     setting = Setting((lat.get("seq_lens") or [128])[0], gen)
+    if isinstance(traffic, dict):  # a plain dict, as in the README and notebooks
+        traffic = Traffic(**traffic)
     if traffic is None and suite.get("traffic"):
         traffic = Traffic(**suite["traffic"])
     return recommend(run.summary(), run.primary_metric, t, catalog, calibration, setting,
