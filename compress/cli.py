@@ -144,31 +144,10 @@ def print_table(rows: list[dict], title: str | None = None) -> None:
         f"{first.get('threads', '-')} thread(s) on {first.get('device', '-')}"
         + ("; ~ noisy (p95 far above p50)" if noisy else "") + "; all figures measured here",
         highlight=False)
-    for line in quality_notes(rows):
-        console.print(line, highlight=False)
+    from compress.confidence import notes
 
-
-def quality_notes(rows: list[dict]) -> list[str]:
-    """How sure the quality figures are, which epoch each trained step kept, and any
-    baseline that is not clearly above chance."""
-    out = []
-    ci = next((r for r in rows if r.get("confidence")), None)
-    if ci is not None:
-        policy = next((r.get("quality_inputs") for r in rows if r.get("quality_inputs")), None)
-        out.append(f"± {ci['confidence']:.0%} interval over {ci['n_units']} "
-                   f"{ci['quality_units']} (Δ: paired bootstrap"
-                   + (", McNemar p in --format json" if ci.get("mcnemar_p") is not None
-                      or any(r.get("mcnemar_p") is not None for r in rows) else "")
-                   + ")" + (f"; quality inputs {policy.replace('_', ' ')}" if policy else ""))
-    for r in rows:
-        if r.get("kept_epoch") is not None:
-            of = f" of {r['epochs_run']}" if r.get("epochs_run") else ""
-            out.append(f"{r['candidate']}: kept epoch {r['kept_epoch']}{of}"
-                       + (f" ({r['selection']})" if r.get("selection") else ""))
-    for r in rows:
-        if r.get("sanity"):
-            out.append(f"[red]warning[/red]: {r['sanity']}")
-    return out
+    for line in notes(rows):
+        console.print(line.replace("warning:", "[red]warning[/red]:", 1), highlight=False)
 
 
 @app.command()

@@ -63,6 +63,14 @@ class _Classification:
         self.metrics = metrics
         self.n = len(self.gold)
         self.unit = "examples"
+        self._pred: dict[int, tuple] = {}
+
+    def _arrays(self, u: dict) -> tuple[np.ndarray, np.ndarray]:
+        """(predictions, correct) of one candidate, converted once."""
+        if id(u) not in self._pred:
+            pred = np.asarray(u["pred"], dtype=object)
+            self._pred[id(u)] = (pred, pred == self.gold)
+        return self._pred[id(u)]
 
     def names(self) -> list[str]:
         out = [m for m in ("accuracy", "macro_f1") if m in self.metrics]
@@ -71,10 +79,10 @@ class _Classification:
         return out
 
     def value(self, u: dict, metric: str, idx) -> float:
-        pred = np.asarray(u["pred"], dtype=object)[idx]
-        gold = self.gold[idx]
+        pred, correct = self._arrays(u)
         if metric == "accuracy":
-            return float(np.mean(pred == gold))
+            return float(correct[idx].mean())
+        pred, gold = pred[idx], self.gold[idx]
         if metric == "macro_f1":
             return M.macro_f1(pred, gold, self.classes)
         c = metric[3:-1]
@@ -82,19 +90,22 @@ class _Classification:
 
     def interval(self, u: dict, metric: str, level: float) -> stats.Interval:
         if metric == "accuracy":
-            k = int(np.sum(np.asarray(u["pred"], dtype=object) == self.gold))
-            return stats.wilson(k, self.n, level)
+            return stats.wilson(int(self._arrays(u)[1].sum()), self.n, level)
         return stats.bootstrap(lambda i: self.value(u, metric, i), self.n, level)
 
     def mcnemar(self, u: dict, base: dict):
-        cand = np.asarray(u["pred"], dtype=object) == self.gold
-        ref = np.asarray(base["pred"], dtype=object) == self.gold
-        p, b, c = stats.mcnemar_exact(cand, ref)
+        p, b, c = stats.mcnemar_exact(self._arrays(u)[1], self._arrays(base)[1])
         return p, (b, c)
 
     def chance(self, u: dict) -> float | None:
         k = u.get("n_classes") or len(self.classes)
         return 1.0 / k if k else None
+
+
+def rankdata(x: np.ndarray) -> np.ndarray:
+    from scipy.stats import rankdata as ranks
+
+    return ranks(x)
 
 
 class _Pairs:
@@ -105,6 +116,7 @@ class _Pairs:
         self.i = np.array([docs[t] for t in a])
         self.j = np.array([docs[t] for t in b])
         self.metrics = [m for m in ("spearman", "pearson") if m in metrics]
+        self._sims: dict[int, np.ndarray] = {}
         counts = np.bincount(np.concatenate([self.i, self.j]), minlength=len(docs))
         self.by_document = bool(counts.max() > 1)
         if self.by_document:
@@ -129,11 +141,15 @@ class _Pairs:
 
     def value(self, u: dict, metric: str, idx) -> float:
         p = self.pairs(idx)
-        sims = np.asarray(u["sims"], dtype=float)[p]
+        if id(u) not in self._sims:
+            self._sims[id(u)] = np.asarray(u["sims"], dtype=float)
+        sims = self._sims[id(u)][p]
         if len(p) < 3 or np.ptp(sims) == 0 or np.ptp(self.scores[p]) == 0:
             return float("nan")
-        fn = M.spearman if metric == "spearman" else M.pearson
-        return fn(sims, self.scores[p])
+        x, y = sims, self.scores[p]
+        if metric == "spearman":  # Spearman = Pearson of the ranks (ties averaged)
+            x, y = rankdata(x), rankdata(y)
+        return float(np.corrcoef(x, y)[0, 1])
 
     def interval(self, u: dict, metric: str, level: float) -> stats.Interval:
         return stats.bootstrap(lambda i: self.value(u, metric, i), self.n, level)
@@ -236,7 +252,8 @@ class Intervals:
             fig = Figure(metric, value, ci.low, ci.high, level, ci.method, m.unit, n)
             base_name = self.baselines.get(candidate)
             base = cands.get(base_name) if base_name and base_name != candidate else None
-            if base is not None and self.n_units(base_name) == n:
+            if base is not None and self.n_units(base_name) == n \
+                    and not metric.startswith("f1["):
                 base_value = m.value(base, metric, everything)
                 d = stats.bootstrap(lambda i: m.value(u, metric, i) - m.value(base, metric, i),
                                     n, level, method="paired-bootstrap")
@@ -267,3 +284,26 @@ def fmt(value: float | None, low: float | None, high: float | None, digits: int 
     if abs(up - down) <= 0.25 * max(up, down, 1e-12):
         return f"{value:.{digits}f} ±{(high - low) / 2:.{digits}f}"
     return f"{value:.{digits}f} +{max(up, 0):.{digits}f}/-{max(down, 0):.{digits}f}"
+
+
+def notes(rows: list[dict]) -> list[str]:
+    """Lines under a results table: how sure the quality figures are, which epoch each
+    trained step kept and why, and any baseline not clearly above chance."""
+    out = []
+    ci = next((r for r in rows if r.get("confidence")), None)
+    if ci is not None:
+        policy = next((r.get("quality_inputs") for r in rows if r.get("quality_inputs")), None)
+        mc = any(r.get("mcnemar_p") is not None for r in rows)
+        out.append(f"± {ci['confidence']:.0%} interval over {ci['n_units']} "
+                   f"{ci['quality_units']} (Δ: paired bootstrap"
+                   + ("; McNemar p in --format json" if mc else "") + ")"
+                   + (f"; quality inputs {policy.replace('_', ' ')}" if policy else ""))
+    for r in rows:
+        if r.get("kept_epoch") is not None:
+            of = f" of {r['epochs_run']}" if r.get("epochs_run") else ""
+            out.append(f"{r['candidate']}: kept epoch {r['kept_epoch']}{of}"
+                       + (f" ({r['selection']})" if r.get("selection") else ""))
+    for r in rows:
+        if r.get("sanity"):
+            out.append(f"warning: {r['sanity']}")
+    return out

@@ -62,17 +62,16 @@ def bootstrap(statistic: Callable[[np.ndarray], float], n_units: int,
               confidence: float = 0.95, n_resamples: int = BOOTSTRAP_RESAMPLES,
               seed: int = BOOTSTRAP_SEED, method: str = "bootstrap") -> Interval:
     """Percentile bootstrap: `statistic(idx)` is evaluated on unit indices drawn with
-    replacement (idx has n_units entries). Resamples whose statistic is not finite (for
-    instance a correlation of constant values) are dropped."""
-    from scipy.stats import bootstrap as sp_bootstrap
-
+    replacement (idx has n_units entries), from a numpy generator seeded with `seed`, so
+    the same data always give the same interval. Resamples whose statistic is not finite
+    (for instance a correlation of constant values) are dropped. (A plain loop: scipy's
+    bootstrap with a non-vectorized statistic is about 10x slower for the same draws.)"""
     check_confidence(confidence)
     if n_units < 2:
         raise ValueError("a bootstrap needs at least two units")
-    res = sp_bootstrap((np.arange(n_units),), lambda idx: statistic(np.asarray(idx, int)),
-                       vectorized=False, n_resamples=n_resamples, confidence_level=confidence,
-                       method="percentile", rng=np.random.default_rng(seed))
-    dist = np.asarray(res.bootstrap_distribution, dtype=float)
+    rng = np.random.default_rng(seed)
+    dist = np.array([statistic(rng.integers(0, n_units, n_units))
+                     for _ in range(n_resamples)], dtype=float)
     dist = dist[np.isfinite(dist)]
     if not len(dist):
         return Interval(float("nan"), float("nan"), confidence, method)

@@ -16,9 +16,9 @@ def snippets() -> list[str]:
 def test_readme_python_snippets_run(tiny_run, tiny_bert, tmp_path, monkeypatch):
     import textwrap
 
-    from tests.conftest import RECIPE, SUITE, make_rows
-
     import pandas as pd
+
+    from tests.conftest import RECIPE, SUITE, make_rows
 
     for split, n, seed in (("train", 48, 1), ("dev", 12, 2), ("test", 18, 3)):
         pd.DataFrame(make_rows(n, seed), columns=["text", "label"]).to_csv(
