@@ -38,6 +38,9 @@ MinValue = Annotated[float | None, typer.Option(
 MinFidelity = Annotated[float | None, typer.Option(help="floor of top-1 agreement or cosine")]
 MaxLatencyMs = Annotated[float | None, typer.Option(help="max p95 latency (ms)")]
 MaxMemoryMb = Annotated[float | None, typer.Option(help="max memory (MB)")]
+Confidence = Annotated[str | None, typer.Option(
+    help="confidence level of the quality checks (e.g. 0.95), or none for point "
+    "comparisons [default: the suite's targets.confidence, else 0.95]")]
 
 
 @app.callback()
@@ -349,6 +352,7 @@ def recommend(run_dir: Annotated[Path, typer.Argument(help="a run directory")],
                   "--target", help="only these targets (repeatable)")] = None,
               all_rows: Annotated[bool, typer.Option("--all", help="also list unsupported "
                                                      "and failing pairs")] = False,
+              confidence: Confidence = None,
               format: Annotated[str, typer.Option("--format", help="table or json")] = "table"):
     """Recommend the cheapest candidate x target that meets the quality, latency and memory
     targets (suite targets unless overridden), with cost per 1k inferences."""
@@ -366,16 +370,26 @@ def recommend(run_dir: Annotated[Path, typer.Argument(help="a run directory")],
             "min_recovery": min_recovery, "min_value": min_value,
             "min_fidelity": min_fidelity, "max_latency_ms": max_latency_ms,
             "max_memory_mb": max_memory_mb}
-    rec = recommend_run(run, over, cat, cal, traffic, target)
+    from compress.quality_checks import check_thresholds, parse_confidence
+
+    check_thresholds(over, "--")
+    level = parse_confidence(confidence) if confidence is not None else "suite"
+    rec = recommend_run(run, over, cat, cal, traffic, target, confidence=level)
     if format == "json":
         sys.stdout.write(json.dumps({
-            "winner": rec.winner, "explanation": rec.explanation,
+            "winner": rec.winner, "refused": rec.refused, "confidence": rec.confidence,
+            "explanation": rec.explanation,
             "provenance": rec.provenance,
             "options": json.loads(rec.options.to_json(orient="records")),
             "pareto": json.loads(rec.pareto.to_json(orient="records")),
             "quality": json.loads(rec.quality.to_json(orient="records"))},
             indent=2, default=str) + "\n")
+        if rec.refused:
+            raise typer.Exit(1)
         return
+    if rec.refused:
+        err_console.print(f"[red]no recommendation[/red]: {rec.refused}", highlight=False)
+        raise typer.Exit(1)
     console.print(f"[bold]{run.manifest['recipe']['resolved']['name']}[/bold]: "
                   f"{rec.metric}, targets {rec.provenance['targets'] or 'none'}")
     for line in rec.explanation:
@@ -474,7 +488,8 @@ def gate(run_dir: Annotated[Path, typer.Argument(help="a run directory")],
              help="write the markdown summary here (also appended to "
              "$GITHUB_STEP_SUMMARY when set)")] = None,
          json_out: Annotated[Path | None, typer.Option(
-             "--json", help="write the JSON verdict here")] = None):
+             "--json", help="write the JSON verdict here")] = None,
+         confidence: Confidence = None):
     """Gate a release: check candidates against thresholds (the suite's targets unless
     overridden) and optionally against a previous release. Exit 0 all pass, 1 a check
     fails, 2 the run/suite is invalid or a needed measurement is missing."""
@@ -483,6 +498,7 @@ def gate(run_dir: Annotated[Path, typer.Argument(help="a run directory")],
     from compress.gate import gate as run_gate
     from compress.hardware import calibrate as C
     from compress.hardware.catalog import load_catalog
+    from compress.quality_checks import parse_confidence
 
     thresholds = {"max_drop": max_drop, "max_relative_drop": max_relative_drop,
                   "min_recovery": min_recovery, "min_value": min_value,
@@ -495,7 +511,9 @@ def gate(run_dir: Annotated[Path, typer.Argument(help="a run directory")],
                       recommended=recommended, target=target, baseline=baseline,
                       baseline_candidate=baseline_candidate,
                       catalog=load_catalog(catalog_file or [], prices),
-                      calibration=C.load(calibration))
+                      calibration=C.load(calibration),
+                      confidence=parse_confidence(confidence) if confidence is not None
+                      else "suite")
     md = result.to_markdown()
     for path, text in ((junit, result.to_junit()), (markdown, md),
                        (json_out, result.to_json())):
@@ -508,7 +526,7 @@ def gate(run_dir: Annotated[Path, typer.Argument(help="a run directory")],
             fh.write(md + "\n")
     t = Table("candidate", "check", "value", "threshold", "figures", "result",
               title=f"gate: {result.run} (target {result.target})", header_style="bold")
-    colour = {"pass": "green", "fail": "red", "error": "yellow"}
+    colour = {"pass": "green", "fail": "red", "error": "yellow", "inconclusive": "magenta"}
     for ch in result.checks:
         t.add_row(ch.candidate, ch.check, _f(ch.value, ".6g"), _f(ch.threshold, ".6g"),
                   ch.provenance or "-",
@@ -516,9 +534,14 @@ def gate(run_dir: Annotated[Path, typer.Argument(help="a run directory")],
     console.print(t)
     c = result.counts()
     console.print(f"[{colour[result.verdict]}]{result.verdict.upper()}[/{colour[result.verdict]}]"
-                  f": {c['pass']} passed, {c['fail']} failed, {c['error']} error(s)"
+                  f": {c['pass']} passed, {c['fail']} failed, "
+                  + (f"{c['inconclusive']} inconclusive, " if c["inconclusive"] else "")
+                  + f"{c['error']} error(s)"
                   + ("; an error is a figure the check needs that the run lacks"
-                     if c["error"] else ""), highlight=False)
+                     if c["error"] else "")
+                  + (f"; quality judged at {result.confidence:.0%} confidence"
+                     if result.confidence is not None else "; quality compared as point values"),
+                  highlight=False)
     if result.exit_code:
         raise typer.Exit(result.exit_code)
 

@@ -267,6 +267,35 @@ class Intervals:
         return None if u is None else self.model.chance(u)
 
 
+def _given(v) -> bool:
+    return v is not None and not (isinstance(v, float) and np.isnan(v))
+
+
+class SummaryIntervals:
+    """The intervals a run stored in its summary rows (at the run's confidence level), for
+    callers that hold only a summary table (e.g. `recommend(run.summary(), ...)`)."""
+
+    def __init__(self, rows: list[dict], level: float):
+        self.level = level
+        self.rows = {r["candidate"]: r for r in rows}
+
+    def figure(self, name: str, metric: str) -> Figure | None:
+        r = self.rows.get(name)
+        if r is None or not _given(r.get(f"{metric}_low")) or r.get("confidence") != self.level:
+            return None
+        fig = Figure(metric, r[metric], r[f"{metric}_low"], r[f"{metric}_high"], self.level,
+                     "stored", r.get("quality_units") or "examples", int(r.get("n_units") or 0))
+        if r.get("primary_metric") == metric and _given(r.get("primary_delta_low")):
+            fig.delta = r.get("primary_delta")
+            fig.delta_low, fig.delta_high = r["primary_delta_low"], r["primary_delta_high"]
+            fig.mcnemar_p = r.get("mcnemar_p") if _given(r.get("mcnemar_p")) else None
+        return fig
+
+    def chance(self, name: str) -> float | None:
+        r = self.rows.get(name) or {}
+        return r.get("chance_level") if _given(r.get("chance_level")) else None
+
+
 def above_chance(fig: Figure | None, chance: float | None, lower_is_better: bool) -> bool | None:
     """Whether the interval lies clearly above chance; None when there is no chance level."""
     if fig is None or chance is None or lower_is_better:

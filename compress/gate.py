@@ -61,6 +61,13 @@ class Check:
     message: str
     provenance: str | None = None   # measured | projected
     target: str | None = None
+    low: float | None = None        # quality checks: the interval of `value`
+    high: float | None = None
+    confidence: float | None = None
+    needed: int | None = None       # inconclusive: eval units that would decide it
+
+
+STATUSES = ("pass", "fail", "inconclusive", "error")
 
 
 @dataclass
@@ -74,22 +81,24 @@ class GateResult:
     recommended: dict | None = None
     baseline: str | None = None
     provenance: dict = field(default_factory=dict)
+    confidence: float | None = None  # of the quality checks; None: point comparisons
 
     @property
     def exit_code(self) -> int:
         statuses = {c.status for c in self.checks}
-        return 2 if "error" in statuses else 1 if "fail" in statuses else 0
+        return 2 if "error" in statuses else 1 if statuses & {"fail", "inconclusive"} else 0
 
     @property
     def verdict(self) -> str:
         return {0: "pass", 1: "fail", 2: "error"}[self.exit_code]
 
     def counts(self) -> dict[str, int]:
-        return {s: sum(c.status == s for c in self.checks) for s in ("pass", "fail", "error")}
+        return {s: sum(c.status == s for c in self.checks) for s in STATUSES}
 
     def to_dict(self) -> dict:
         return {"verdict": self.verdict, "exit_code": self.exit_code, "run": self.run,
                 "metric": self.metric, "target": self.target, "thresholds": self.thresholds,
+                "confidence": self.confidence,
                 "counts": self.counts(), "recommended": self.recommended,
                 "baseline": self.baseline, "figures": self.figures,
                 "checks": [asdict(c) for c in self.checks], "provenance": self.provenance}
@@ -101,18 +110,19 @@ class GateResult:
         """JUnit XML: one <testsuite> per candidate, one <testcase> per check."""
         c = self.counts()
         root = ET.Element("testsuites", name="compress gate", tests=str(len(self.checks)),
-                          failures=str(c["fail"]), errors=str(c["error"]))
+                          failures=str(c["fail"] + c["inconclusive"]), errors=str(c["error"]))
         for cand in dict.fromkeys(ch.candidate for ch in self.checks):
             mine = [ch for ch in self.checks if ch.candidate == cand]
             suite = ET.SubElement(
                 root, "testsuite", name=f"gate.{cand}", tests=str(len(mine)),
-                failures=str(sum(ch.status == "fail" for ch in mine)),
+                failures=str(sum(ch.status in ("fail", "inconclusive") for ch in mine)),
                 errors=str(sum(ch.status == "error" for ch in mine)), skipped="0", time="0")
             for ch in mine:
                 case = ET.SubElement(suite, "testcase", classname=f"gate.{cand}",
                                      name=ch.check, time="0")
-                if ch.status == "fail":
-                    ET.SubElement(case, "failure", message=ch.message, type="threshold")
+                if ch.status in ("fail", "inconclusive"):
+                    ET.SubElement(case, "failure", message=ch.message,
+                                  type="threshold" if ch.status == "fail" else "inconclusive")
                 elif ch.status == "error":
                     ET.SubElement(case, "error", message=ch.message, type="missing")
                 ET.SubElement(case, "system-out").text = ch.message
@@ -122,11 +132,13 @@ class GateResult:
 
     def to_markdown(self) -> str:
         c = self.counts()
-        icon = {"pass": "✅", "fail": "❌", "error": "⚠️"}
+        icon = {"pass": "✅", "fail": "❌", "error": "⚠️", "inconclusive": "❔"}
         lines = [f"## compress gate: {self.verdict.upper()} {icon[self.verdict]}", "",
                  f"Run `{self.run}`; primary metric **{self.metric}**; target "
                  f"**{self.target}**; {c['pass']} passed, {c['fail']} failed, "
-                 f"{c['error']} error(s).", ""]
+                 f"{c['inconclusive']} inconclusive, {c['error']} error(s); quality "
+                 + (f"judged at {self.confidence:.0%} confidence." if self.confidence
+                    is not None else "compared as point values."), ""]
         if self.recommended:
             r = self.recommended
             lines += [f"Recommended pair: **{r['candidate']}** on **{r['target']}** via "
@@ -213,56 +225,27 @@ def candidate_figures(run: Run, rows: list[dict], target: str, catalog, calibrat
 
 # ------------------------------------------------------------------------------- checks
 
-def _quality_checks(name: str, f: dict, base: dict | None, thr: dict, lower: bool) -> list:
-    metric, out = f["metric"], []
-    v = f["value"]
-    b = base["value"] if base else None
+def _quality_checks(run: Run, chosen: list[str], thr: dict, metric: str,
+                    level: float | None) -> list[Check]:
+    """The quality checks (compress.quality_checks, shared with the recommendation) of the
+    chosen candidates, and the sanity of their baselines."""
+    from compress.confidence import SummaryIntervals
+    from compress.quality_checks import DEFAULT_CONFIDENCE, quality_checks, sanity_checks
 
-    def add(check, status, value, threshold, message):
-        out.append(Check(name, check, status, value, threshold, message, "measured"))
+    def intervals(lv):
+        return run.intervals(lv) if run.units() is not None else SummaryIntervals(run.rows, lv)
 
-    asked = [k for k in ("max_drop", "max_relative_drop", "min_recovery")
-             if thr.get(k) is not None]
-    for k in asked:
-        if v is None or b is None:
-            add(f"quality.{k}", "error", None, thr[k],
-                f"no {metric} measured for {name if v is None else 'its baseline'}")
-            continue
-        drop = (v - b) if lower else (b - v)
-        if k == "max_drop":
-            ok = drop <= thr[k] + 1e-12
-            add(f"quality.{k}", "pass" if ok else "fail", drop, thr[k],
-                f"{metric} {v:.4f} vs baseline {b:.4f}: drop {drop:+.4f} "
-                f"{'<=' if ok else '>'} {thr[k]:g}")
-        elif k == "max_relative_drop":
-            rel = drop / abs(b) if b else 0.0
-            ok = rel <= thr[k] + 1e-12
-            add(f"quality.{k}", "pass" if ok else "fail", rel, thr[k],
-                f"{metric} relative drop {rel:.2%} {'<=' if ok else '>'} {thr[k]:.2%}")
-        else:
-            rec = (b / v if v else 0.0) if lower else (v / b if b else 1.0)
-            ok = rec >= thr[k] - 1e-12
-            add(f"quality.{k}", "pass" if ok else "fail", rec, thr[k],
-                f"recovery {rec:.4f} {'>=' if ok else '<'} {thr[k]:g}")
-    if thr.get("min_value") is not None:
-        t = thr["min_value"]
-        if v is None:
-            add("quality.min_value", "error", None, t, f"no {metric} measured")
-        else:
-            ok = v <= t if lower else v >= t
-            word = "ceiling" if lower else "floor"
-            add("quality.min_value", "pass" if ok else "fail", v, t,
-                f"{metric} {v:.4f} {'within' if ok else 'outside'} {word} {t:g}")
-    if thr.get("min_fidelity") is not None and base is not None and base is not f:
-        t = thr["min_fidelity"]
-        if f["fidelity"] is None:
-            add("fidelity.min_fidelity", "error", None, t,
-                "no fidelity (top-1 agreement or cosine) measured")
-        else:
-            ok = f["fidelity"] >= t - 1e-12
-            add("fidelity.min_fidelity", "pass" if ok else "fail", f["fidelity"], t,
-                f"{f['fidelity_metric']} {f['fidelity']:.4f} {'>=' if ok else '<'} {t:g}")
-    return out
+    ivs = intervals(level) if level is not None else None
+    found = quality_checks(run.rows, {k: thr[k] for k in QUALITY_KEYS if k in thr}, metric,
+                           level, ivs, chosen)
+    found = [c for c in found if c.check != "measured"]  # the gate reports failures itself
+    judging = [k for k in QUALITY_KEYS + ("max_quality_decrease",)
+               if k in thr and k != "min_fidelity"]
+    sane = (sanity_checks(run.rows, metric, chosen, level, ivs, intervals(DEFAULT_CONFIDENCE))
+            if judging else [])
+    return [Check(c.candidate, c.check, c.status, c.value, c.threshold, c.message,
+                  "measured", None, c.low, c.high, c.confidence, c.needed)
+            for c in sane + found]
 
 
 def _perf_checks(name: str, f: dict, thr: dict) -> list:
@@ -393,11 +376,15 @@ def gate(run: Run | str | Path, thresholds: dict | None = None, *,
          suite: str | Path | None = None, candidates: list[str] | None = None,
          recommended: bool = False, target: str | None = None,
          baseline: str | Path | None = None, baseline_candidate: str | None = None,
-         catalog=None, calibration: dict | None = None) -> GateResult:
+         catalog=None, calibration: dict | None = None,
+         confidence: float | None | str = "suite") -> GateResult:
     """Check a run against thresholds: the suite's targets (the run's own suite, or
-    `suite`), overridden by `thresholds`. See the module docstring."""
+    `suite`), overridden by `thresholds`, with quality judged at `confidence` (default:
+    the suite's targets.confidence, else 0.95; None compares point values). See the
+    module docstring."""
     from compress.decide.recommend import _cal_name, recommend_run
     from compress.hardware.catalog import load_catalog
+    from compress.quality_checks import DEFAULT_CONFIDENCE, check_thresholds
 
     run = run if isinstance(run, Run) else load_run(run)
     catalog = catalog or load_catalog()
@@ -410,6 +397,9 @@ def gate(run: Run | str | Path, thresholds: dict | None = None, *,
         base_t = dict(run.manifest["suite"]["resolved"].get("targets") or {})
     thr = {k: v for k, v in base_t.items() if v is not None and k in TARGET_KEYS}
     thr.update({k: v for k, v in (thresholds or {}).items() if v is not None})
+    if confidence == "suite":
+        confidence = base_t.get("confidence", DEFAULT_CONFIDENCE)
+    check_thresholds(thr)
     unknown = set(thr) - set(GATE_KEYS)
     if unknown:
         raise InputError(f"unknown threshold(s): {', '.join(sorted(unknown))}")
@@ -426,16 +416,18 @@ def gate(run: Run | str | Path, thresholds: dict | None = None, *,
 
     names = [r["candidate"] for r in run.rows]
     result = GateResult(str(run.path), metric, target or LOCAL, thr,
-                        baseline=str(baseline) if baseline else None)
+                        baseline=str(baseline) if baseline else None, confidence=confidence)
     if recommended:
         if candidates:
             raise InputError("give candidate names or --recommended, not both")
         rec = recommend_run(run, {k: v for k, v in thr.items() if k in TARGET_KEYS},
-                            catalog, calibration, None, [target] if target else None)
+                            catalog, calibration, None, [target] if target else None,
+                            confidence=confidence)
         if rec.winner is None:
+            why = (f"no recommendation: {rec.refused}" if rec.refused
+                   else "nothing meets the targets: " + "; ".join(rec.explanation[1:4]))
             result.checks.append(Check("recommended", "recommendation", "fail", None, None,
-                                       "nothing meets the targets: "
-                                       + "; ".join(rec.explanation[1:4])))
+                                       why))
             result.provenance = {**catalog.provenance(), "calibration": _cal_name(calibration)}
             return result
         w = rec.winner
@@ -460,6 +452,7 @@ def gate(run: Run | str | Path, thresholds: dict | None = None, *,
     prev = (_previous(baseline, result.target, catalog, calibration, thr)
             if baseline is not None and regression else None)
     lower = metric in LOWER_IS_BETTER
+    quality = _quality_checks(run, chosen, thr, metric, confidence)
     for name in chosen:
         f = figs[name]
         result.figures[name] = f
@@ -467,12 +460,28 @@ def gate(run: Run | str | Path, thresholds: dict | None = None, *,
             result.checks.append(Check(name, "measured", "error", None, None,
                                        f"candidate failed: {by_name[name].get('error')}"))
             continue
-        base = figs.get(by_name[name].get("baseline") or name)
-        result.checks += _quality_checks(name, f, base, thr, lower)
+        base = by_name[name].get("baseline") or name
+        result.checks += [c for c in quality if c.candidate == name
+                          or (c.check == "quality.baseline" and c.candidate == base
+                              and c not in result.checks)]
         result.checks += _perf_checks(name, f, thr)
         if prev is not None:
             pname = baseline_candidate or name
             result.checks += _regression_checks(name, f, prev.get(pname), pname, thr, lower)
+    asked_quality = [k for k in QUALITY_KEYS + ("max_quality_decrease",)
+                     if k in thr and k != "min_fidelity"]
+    judged = [c for c in result.checks if (c.check.startswith("quality.")
+                                           and c.check != "quality.baseline")
+              or c.check in ("regression.max_quality_decrease", "measured",
+                             "recommendation")]
+    if not judged:
+        raise InputError(
+            "the gate ran no quality check" + (
+                f" (asked: {', '.join(asked_quality)}, but nothing was checked)"
+                if asked_quality else
+                ": a release gate must judge quality (fidelity alone does not); set "
+                "targets in the suite or pass --max-drop, --max-relative-drop, "
+                "--min-recovery or --min-value"))
     t = catalog[result.target]
     result.provenance = {**catalog.provenance(), "calibration": _cal_name(calibration),
                          "target_price": f"${t.price_per_hour}/h ({t.price_source})"}
