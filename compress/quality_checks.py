@@ -214,11 +214,11 @@ def _one(name, r, base_name, base, thr, metric, lower, level, intervals) -> list
                     f"against {base_name}")
                 continue
             lo, hi = ((fig.delta_low, fig.delta_high) if lower
-                      else (-fig.delta_high, -fig.delta_low))
+                      else (0.0 - fig.delta_high, 0.0 - fig.delta_low))
         else:
             lo = hi = drop
         n, unit = (fig.n_units, fig.units) if fig is not None else (None, None)
-        ci = (f" ({level:.0%} interval {lo:+.4f}..{hi:+.4f})"
+        ci = (f" ({level:.0%} interval {lo + 0.0:+.4f}..{hi + 0.0:+.4f})"
               if fig is not None and name != base_name else "")
         if k == "max_drop":
             value, vlo, vhi, higher = drop, lo, hi, False
