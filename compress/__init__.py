@@ -10,6 +10,10 @@ priced. The Python API below is what the CLI and the notebooks use.
 __version__ = "0.1.0"
 
 
+SUBPACKAGES = ("decide", "hardware", "measure", "stages", "confidence", "quality_checks",
+               "stats", "gate", "results", "engine", "report", "export")
+
+
 def __getattr__(name):  # lazy: the measurement worker imports this package without torch
     if name in ("run_recipe", "prepare"):
         from compress import engine
@@ -19,6 +23,10 @@ def __getattr__(name):  # lazy: the measurement worker imports this package with
         from compress import results
 
         return getattr(results, name)
+    if name in SUBPACKAGES:  # compress.decide.recommend... works after `import compress`
+        import importlib
+
+        return importlib.import_module(f"compress.{name}")
     if name == "load_recipe":
         from compress.recipe import load_recipe
 

@@ -37,6 +37,9 @@ MinValue = Annotated[float | None, typer.Option(
 MinFidelity = Annotated[float | None, typer.Option(help="floor of top-1 agreement or cosine")]
 MaxLatencyMs = Annotated[float | None, typer.Option(help="max p95 latency (ms)")]
 MaxMemoryMb = Annotated[float | None, typer.Option(help="max memory (MB)")]
+Confidence = Annotated[str | None, typer.Option(
+    help="confidence level of the quality checks (e.g. 0.95), or none for point "
+    "comparisons [default: the suite's targets.confidence, else 0.95]")]
 
 
 @app.callback()
@@ -85,6 +88,8 @@ def validate(recipe: Annotated[Path, typer.Argument(help="recipe YAML file")],
     from compress.engine import prepare
 
     p = prepare(recipe, set_ or [])
+    for warning in p.warnings:
+        err_console.print(f"[yellow]warning[/yellow]: {warning}", highlight=False)
     console.print(f"[green]ok[/green] {recipe}: {len(p.nodes)} stage run(s), "
                   f"{len(p.candidates)} candidate(s)")
     if plan:
@@ -231,6 +236,7 @@ def recommend(run_dir: Annotated[Path, typer.Argument(help="a run directory")],
                   "--target", help="only these targets (repeatable)")] = None,
               all_rows: Annotated[bool, typer.Option("--all", help="also list unsupported "
                                                      "and failing pairs")] = False,
+              confidence: Confidence = None,
               format: Annotated[str, typer.Option("--format", help="table or json")] = "table"):
     """Recommend the cheapest candidate x target that meets the quality targets and the
     latency SLO under the traffic (suite settings unless overridden), and save it with every
@@ -247,9 +253,22 @@ def recommend(run_dir: Annotated[Path, typer.Argument(help="a run directory")],
             "min_fidelity": min_fidelity, "max_latency_ms": max_latency_ms,
             "max_memory_mb": max_memory_mb, "latency_percentile": latency_percentile,
             "max_ttft_ms": max_ttft_ms, "max_tpot_ms": max_tpot_ms}
+    from compress.quality_checks import check_thresholds, parse_confidence
+
+    check_thresholds(over, "--")
+    ask = _ask(prices, catalog_file, calibration, _traffic(requests_per_day, peak_factor),
+               over, target)
+    ask.confidence = parse_confidence(confidence) if confidence is not None else "suite"
     previous = D.load(run)
-    rec, inputs = D.compute(run, _ask(prices, catalog_file, calibration,
-                                      _traffic(requests_per_day, peak_factor), over, target))
+    rec, inputs = D.compute(run, ask)
+    if rec.refused:  # a baseline at chance: nothing to recommend, nothing saved
+        if format == "json":
+            sys.stdout.write(json.dumps({"winner": None, "refused": rec.refused,
+                                         "confidence": rec.confidence,
+                                         "explanation": rec.explanation}, indent=2) + "\n")
+        else:
+            err_console.print(f"[red]no recommendation[/red]: {rec.refused}", highlight=False)
+        raise typer.Exit(1)
     saved = D.save(run, rec, inputs)
     if format == "json":
         sys.stdout.write(json.dumps(D.load(run).model_dump(mode="json"), indent=2) + "\n")
@@ -306,16 +325,19 @@ def gate(run_dir: Annotated[Path, typer.Argument(help="a run directory")],
              help="write the markdown summary here (also appended to "
              "$GITHUB_STEP_SUMMARY when set)")] = None,
          json_out: Annotated[Path | None, typer.Option(
-             "--json", help="write the JSON verdict here")] = None):
+             "--json", help="write the JSON verdict here")] = None,
+         confidence: Confidence = None):
     """Gate a release: check the release candidate (the recipe's `release:`, else the saved
     recommendation's pair) against thresholds (the suite's targets unless overridden) and
-    optionally against a previous release. Exit 0 all pass, 1 a check fails, 2 the
-    run/suite is invalid, nothing is named to gate, or a needed figure is missing."""
+    optionally against a previous release. Exit 0 all pass, 1 a check fails (or a quality
+    check is inconclusive), 2 the run/suite is invalid, nothing is named to gate, or a
+    needed figure is missing."""
     import os
 
     from compress.gate import gate as run_gate
     from compress.hardware import calibrate as C
     from compress.hardware.catalog import load_catalog
+    from compress.quality_checks import parse_confidence
 
     thresholds = {"max_drop": max_drop, "max_relative_drop": max_relative_drop,
                   "min_recovery": min_recovery, "min_value": min_value,
@@ -331,7 +353,9 @@ def gate(run_dir: Annotated[Path, typer.Argument(help="a run directory")],
                       catalog=load_catalog(catalog_file or [], prices),
                       calibration=C.load(calibration),
                       ask=_ask(prices, catalog_file, calibration, None, None,
-                               [target] if target else None))
+                               [target] if target else None),
+                      confidence=parse_confidence(confidence) if confidence is not None
+                      else "suite")
     md = result.to_markdown()
     for path, text in ((junit, result.to_junit()), (markdown, md),
                        (json_out, result.to_json())):

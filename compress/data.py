@@ -169,6 +169,13 @@ def fingerprint(df: pd.DataFrame) -> str:
     return h.hexdigest()[:16]
 
 
+def describe_source(spec: DataSpec, base_dir: Path | None = None) -> str:
+    """How error messages name a data set: its file, or demo set and split."""
+    if spec.source.startswith("demo:") or resolve_path(spec.source, base_dir) is None:
+        return spec.source + (f" (split {spec.split})" if spec.split else "")
+    return str(resolve_path(spec.source, base_dir))
+
+
 def resolve_path(source: str, base_dir: Path | None) -> Path | None:
     """An existing local path for `source` (relative to the recipe's folder first), or None."""
     candidates = [Path(source).expanduser()]
@@ -186,6 +193,10 @@ def _read_local(path: Path, spec: DataSpec) -> pd.DataFrame:
     fmt = spec.format or LOCAL_FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise InputError(f"{path}: unknown data format; set format: csv|json|parquet")
+    if fmt in ("csv", "json") and path.is_file():
+        from compress.datacheck import check_utf8
+
+        check_utf8(path)
     try:
         if fmt == "csv":
             return pd.read_csv(path)

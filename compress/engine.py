@@ -249,13 +249,15 @@ def run_recipe(recipe_path: str | Path, out_dir: str | Path | None = None,
     started = time.perf_counter()
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
     plan = prepare(recipe_path, overrides)
+    for warning in plan.warnings:
+        (reporter or Reporter()).step(f"[yellow]warning[/yellow]: {warning}")
     store = Store(cache_dir)
     run_dir = Path(out_dir) if out_dir else default_run_dir(plan)
     with store.shared_lock():
         store.clean_stale()
         built = build_all(plan, store, executor, force, reporter)
         measured = measure_all(plan, store, built, remeasure, reporter)
-        summary, tidy = build_results(plan, built, measured)
+        summary, tidy, units = build_results(plan, built, measured)
         built.stats.failures = sum(r.status != "ok" for r in summary)
         manifest = Manifest(
             recipe=RecipeInfo(path=str(recipe_path),
@@ -268,7 +270,7 @@ def run_recipe(recipe_path: str | Path, out_dir: str | Path | None = None,
             cache_dir=str(store.root), started=started_at,
             finished=datetime.now(UTC).isoformat(timespec="seconds"),
             wall_time_s=round(time.perf_counter() - started, 3), stats=built.stats)
-        write_run(run_dir, manifest, summary, tidy)
+        write_run(run_dir, manifest, summary, tidy, units)
         store.register_run(run_dir, list(built.artifacts),
                            [k for m in measured.values()
                             for k in (m.measurement_key, m.import_baseline_key) if k])

@@ -30,6 +30,8 @@ from typing import Any, Literal
 from compress.decide.gate_checks import (
     GATE_KEYS,
     LOCAL,
+    QUALITY_KEYS,
+    STATUSES,
     TARGET_KEYS,
     Check,
     _num,
@@ -66,6 +68,7 @@ class Verdict(Record):
     metric: str
     target: str
     thresholds: dict[str, float]
+    confidence: float | None = None  # of the quality checks; None: point comparisons
     counts: dict[str, int]
     recommended: Recommended | None = None
     baseline: str | None = None
@@ -92,22 +95,24 @@ class GateResult:
     recommended: dict | None = None
     baseline: str | None = None
     provenance: dict = field(default_factory=dict)
+    confidence: float | None = None  # of the quality checks; None: point comparisons
 
     @property
     def exit_code(self) -> int:
         statuses = {c.status for c in self.checks}
-        return 2 if "error" in statuses else 1 if "fail" in statuses else 0
+        return 2 if "error" in statuses else 1 if statuses & {"fail", "inconclusive"} else 0
 
     @property
     def verdict(self) -> str:
         return {0: "pass", 1: "fail", 2: "error"}[self.exit_code]
 
     def counts(self) -> dict[str, int]:
-        return {s: sum(c.status == s for c in self.checks) for s in ("pass", "fail", "error")}
+        return {s: sum(c.status == s for c in self.checks) for s in STATUSES}
 
     def record(self) -> Verdict:
         return Verdict(verdict=self.verdict, exit_code=self.exit_code, run=self.run,
                        metric=self.metric, target=self.target, thresholds=self.thresholds,
+                       confidence=self.confidence,
                        counts=self.counts(), recommended=self.recommended,
                        baseline=self.baseline, figures=self.figures, checks=self.checks,
                        provenance=self.provenance)
@@ -180,9 +185,12 @@ def gate(run: Run | str | Path, thresholds: dict | None = None, *,
          recommended: bool = False, every_candidate: bool = False,
          target: str | None = None,
          baseline: str | Path | None = None, baseline_candidate: str | None = None,
-         catalog=None, calibration: dict | None = None, ask=None) -> GateResult:
+         catalog=None, calibration: dict | None = None, ask=None,
+         confidence: float | None | str = "suite") -> GateResult:
     """Check a run against thresholds: the suite's targets (the run's own suite, or
-    `suite`), overridden by `thresholds`. See the module docstring.
+    `suite`), overridden by `thresholds`, with quality judged at `confidence` (default:
+    the suite's targets.confidence, else 0.95; None compares point values). See the
+    module docstring.
 
     What is gated: `candidates` when named; every candidate with `every_candidate`; the
     recommended pair with `recommended`; otherwise the release candidate, the one the recipe
@@ -190,6 +198,7 @@ def gate(run: Run | str | Path, thresholds: dict | None = None, *,
     from compress.decide.decision import decide
     from compress.decide.recommend import _cal_name
     from compress.hardware.catalog import load_catalog
+    from compress.quality_checks import DEFAULT_CONFIDENCE, check_thresholds
 
     run = run if isinstance(run, Run) else load_run(run)
     catalog = catalog or load_catalog()
@@ -202,6 +211,10 @@ def gate(run: Run | str | Path, thresholds: dict | None = None, *,
         base_t = run.suite.targets.model_dump()
     thr = {k: v for k, v in base_t.items() if v is not None and k in TARGET_KEYS}
     thr.update({k: v for k, v in (thresholds or {}).items() if v is not None})
+    asked_confidence = confidence
+    if confidence == "suite":
+        confidence = base_t.get("confidence", DEFAULT_CONFIDENCE)
+    check_thresholds(thr)
     unknown = set(thr) - set(GATE_KEYS)
     if unknown:
         raise InputError(f"unknown threshold(s): {', '.join(sorted(unknown))}")
@@ -217,7 +230,7 @@ def gate(run: Run | str | Path, thresholds: dict | None = None, *,
 
     names = [r["candidate"] for r in run.rows]
     result = GateResult(str(run.path), metric, target or LOCAL, thr,
-                        baseline=str(baseline) if baseline else None)
+                        baseline=str(baseline) if baseline else None, confidence=confidence)
     release = None if (candidates or every_candidate or recommended) \
         else release_candidate(run)
     pinned = None      # the saved decision's row for the gated pair: its figures are used
@@ -225,6 +238,8 @@ def gate(run: Run | str | Path, thresholds: dict | None = None, *,
         from compress.decide.decision import Ask
 
         ask = ask or Ask(target_names=[target] if target else None)
+        if asked_confidence != "suite":
+            ask.confidence = confidence
         decision = decide(run, ask)
         if decision.source == "computed" and decision.path is None and not recommended:
             raise InputError(
@@ -233,9 +248,10 @@ def gate(run: Run | str | Path, thresholds: dict | None = None, *,
                 "or name candidates (--candidate NAME) or gate them all (--every-candidate)")
         rec = decision.rec
         if rec.winner is None:
+            why = (f"no recommendation: {rec.refused}" if rec.refused
+                   else "nothing meets the targets: " + "; ".join(rec.explanation[1:4]))
             result.checks.append(Check("recommended", "recommendation", "fail", None, None,
-                                       "nothing meets the targets: "
-                                       + "; ".join(rec.explanation[1:4])))
+                                       why))
             result.provenance = {**catalog.provenance(), "calibration": _cal_name(calibration),
                                  "decision": decision.describe()}
             return result
@@ -277,6 +293,7 @@ def gate(run: Run | str | Path, thresholds: dict | None = None, *,
     prev = (_previous(baseline, result.target, catalog, calibration, thr)
             if baseline is not None and regression else None)
     lower = direction(metric) is Direction.LOWER
+    quality = quality_checks(run, chosen, thr, metric, confidence)
     for name in chosen:
         f = figs[name]
         result.figures[name] = f
@@ -284,12 +301,28 @@ def gate(run: Run | str | Path, thresholds: dict | None = None, *,
             result.checks.append(Check(name, "measured", "error", None, None,
                                        f"candidate failed: {by_name[name].get('error')}"))
             continue
-        base = figs.get(by_name[name].get("baseline") or name)
-        result.checks += quality_checks(name, f, base, thr, lower)
+        base = by_name[name].get("baseline") or name
+        result.checks += [c for c in quality if c.candidate == name
+                          or (c.check == "quality.baseline" and c.candidate == base
+                              and c not in result.checks)]
         result.checks += perf_checks(name, f, thr)
         if prev is not None:
             pname = baseline_candidate or name
             result.checks += regression_checks(name, f, prev.get(pname), pname, thr, lower)
+    asked_quality = [k for k in QUALITY_KEYS + ("max_quality_decrease",)
+                     if k in thr and k != "min_fidelity"]
+    judged = [c for c in result.checks if (c.check.startswith("quality.")
+                                           and c.check != "quality.baseline")
+              or c.check in ("regression.max_quality_decrease", "measured",
+                             "recommendation")]
+    if not judged:
+        raise InputError(
+            "the gate ran no quality check" + (
+                f" (asked: {', '.join(asked_quality)}, but nothing was checked)"
+                if asked_quality else
+                ": a release gate must judge quality (fidelity alone does not); set "
+                "targets in the suite or pass --max-drop, --max-relative-drop, "
+                "--min-recovery or --min-value"))
     t = catalog[result.target]
     result.provenance = {**catalog.provenance(), "calibration": _cal_name(calibration),
                          "target_price": f"${t.price_per_hour}/h ({t.price_source})"}

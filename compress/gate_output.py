@@ -10,18 +10,19 @@ def to_junit(result) -> str:
     """JUnit XML: one <testsuite> per candidate, one <testcase> per check."""
     c = result.counts()
     root = ET.Element("testsuites", name="compress gate", tests=str(len(result.checks)),
-                      failures=str(c["fail"]), errors=str(c["error"]))
+                      failures=str(c["fail"] + c["inconclusive"]), errors=str(c["error"]))
     for cand in dict.fromkeys(ch.candidate for ch in result.checks):
         mine = [ch for ch in result.checks if ch.candidate == cand]
         suite = ET.SubElement(
             root, "testsuite", name=f"gate.{cand}", tests=str(len(mine)),
-            failures=str(sum(ch.status == "fail" for ch in mine)),
+            failures=str(sum(ch.status in ("fail", "inconclusive") for ch in mine)),
             errors=str(sum(ch.status == "error" for ch in mine)), skipped="0", time="0")
         for ch in mine:
             case = ET.SubElement(suite, "testcase", classname=f"gate.{cand}",
                                  name=ch.check, time="0")
-            if ch.status == "fail":
-                ET.SubElement(case, "failure", message=ch.message, type="threshold")
+            if ch.status in ("fail", "inconclusive"):
+                ET.SubElement(case, "failure", message=ch.message,
+                              type="threshold" if ch.status == "fail" else "inconclusive")
             elif ch.status == "error":
                 ET.SubElement(case, "error", message=ch.message, type="missing")
             ET.SubElement(case, "system-out").text = ch.message
@@ -32,11 +33,13 @@ def to_junit(result) -> str:
 
 def to_markdown(result) -> str:
     c = result.counts()
-    icon = {"pass": "✅", "fail": "❌", "error": "⚠️"}
+    icon = {"pass": "✅", "fail": "❌", "error": "⚠️", "inconclusive": "❔"}
     lines = [f"## compress gate: {result.verdict.upper()} {icon[result.verdict]}", "",
              f"Run `{result.run}`; primary metric **{result.metric}**; target "
              f"**{result.target}**; {c['pass']} passed, {c['fail']} failed, "
-             f"{c['error']} error(s).", ""]
+             f"{c['inconclusive']} inconclusive, {c['error']} error(s); quality "
+             + (f"judged at {result.confidence:.0%} confidence." if result.confidence
+                is not None else "compared as point values."), ""]
     if result.recommended:
         r = result.recommended
         lines += [f"Recommended pair: **{r['candidate']}** on **{r['target']}** via "

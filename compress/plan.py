@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +19,7 @@ import pandas as pd
 from pydantic import ValidationError
 
 from compress.artifacts import Kind
-from compress.data import check_columns, fingerprint, load_frame
+from compress.data import check_columns, describe_source, fingerprint, load_frame
 from compress.errors import InputError
 from compress.models import fingerprint_source, resolve_source
 from compress.recipe import MODEL_STEP, Recipe
@@ -75,6 +76,7 @@ class Plan:
     candidates: list[Candidate]
     data: dict[str, pd.DataFrame]
     eval_data: pd.DataFrame
+    warnings: list[str] = field(default_factory=list)
 
 
 def _fmt(value: Any) -> str:
@@ -103,7 +105,10 @@ def _variants(sweep: dict[str, list]) -> list[dict[str, Any]]:
 
 
 def load_data(recipe: Recipe, suite: Suite, suite_src) -> tuple[dict, pd.DataFrame]:
-    """Load the recipe's data roles and the suite's eval set, checking their columns."""
+    """Load the recipe's data roles and the suite's eval set, checking their columns and
+    their contents (compress.datacheck)."""
+    from compress.datacheck import frame_problems, label_type_problem
+
     src = recipe.source
     frames = {}
     for role, spec in recipe.data.items():
@@ -116,16 +121,66 @@ def load_data(recipe: Recipe, suite: Suite, suite_src) -> tuple[dict, pd.DataFra
                             f"(columns: {', '.join(map(str, frames[role].columns))})")
         if frames[role].empty:
             raise src.error(("data", role), "the dataset is empty")
+        where = describe_source(spec, recipe.base_dir)
+        for fld, msg in frame_problems(frames[role], where, [spec.text_column],
+                                       spec.label_column):
+            raise src.error(("data", role, fld), msg)
     try:
         eval_df = load_frame(suite.dataset, suite_src.path.parent)
     except InputError as exc:
         raise suite_src.error(("dataset", "source"), str(exc)) from None
-    for fld, col in check_columns(eval_df, suite.dataset):
+    ds = suite.dataset
+    for fld, col in check_columns(eval_df, ds):
         raise suite_src.error(("dataset", fld), f"column {col!r} not in the data "
                               f"(columns: {', '.join(map(str, eval_df.columns))})")
     if eval_df.empty:
         raise suite_src.error(("dataset",), "the eval dataset is empty")
+    eval_where = describe_source(ds, suite_src.path.parent)
+    texts = [ds.text_column] + ([ds.text_pair_column] if ds.text_pair_column else [])
+    for fld, msg in frame_problems(eval_df, eval_where, texts, ds.label_column,
+                                   ds.score_column):
+        raise suite_src.error(("dataset", fld), msg)
+    train = recipe.data.get("train")
+    if train is not None and train.label_column is not None:
+        train_where = describe_source(train, recipe.base_dir)
+        others = [(("data", r, "label_column"), src, frames[r][s.label_column],
+                   describe_source(s, recipe.base_dir))
+                  for r, s in recipe.data.items() if r != "train" and s.label_column]
+        if ds.label_column and suite.task == "text-classification":
+            others.append((("dataset", "label_column"), suite_src, eval_df[ds.label_column],
+                           eval_where))
+        for loc, where_src, series, where in others:
+            msg = label_type_problem(frames["train"][train.label_column], series, train_where,
+                                     where)
+            if msg:
+                raise where_src.error(loc, msg)
     return frames, eval_df
+
+
+def check_eval_labels(recipe: Recipe, suite: Suite, suite_src, model_path: str,
+                      frames: dict, eval_df: pd.DataFrame, candidates: list) -> None:
+    """Eval labels must be labels the baseline knows: the training labels when a finetune
+    step makes the baseline, else the model config's id2label (exit 2 otherwise)."""
+    from compress.datacheck import model_labels, unknown_labels_problem
+
+    if suite.task != "text-classification" or not suite.dataset.label_column:
+        return
+    base = next((c.baseline for c in candidates), None)
+    finetunes = [n for n in base.chain() if n.stage == "finetune"] if base else []
+    train = recipe.data.get("train")
+    if finetunes and train is not None and train.label_column:
+        known = set(frames["train"][train.label_column].dropna().astype(str))
+        known_from = (f"the training labels of finetune step {finetunes[-1].step!r} "
+                      f"({describe_source(train, recipe.base_dir)} column "
+                      f"{train.label_column!r})")
+    else:
+        known, known_from = model_labels(model_path)
+        if known is None:
+            return  # nothing to compare against (no local config): the run will tell
+    msg = unknown_labels_problem(eval_df[suite.dataset.label_column], known, known_from,
+                                 describe_source(suite.dataset, suite_src.path.parent))
+    if msg:
+        raise suite_src.error(("dataset", "label_column"), msg)
 
 
 def build_plan(recipe: Recipe, suite: Suite, suite_src) -> Plan:
@@ -211,9 +266,28 @@ def build_plan(recipe: Recipe, suite: Suite, suite_src) -> Plan:
         previous = step.id
 
     candidates = _candidates(recipe, outputs)
+    check_eval_labels(recipe, suite, suite_src, model_path, frames, eval_df, candidates)
     return Plan(recipe=recipe, suite=suite, model_path=model_path, model_node=model_node,
                 nodes=list(nodes.values()), candidates=candidates, data=frames,
-                eval_data=eval_df)
+                eval_data=eval_df, warnings=eval_size_warnings(suite, len(eval_df)))
+
+
+def eval_size_warnings(suite: Suite, n: int) -> list[str]:
+    """Warn when the eval set is too small for the tightest quality threshold ever to be
+    decided at the suite's confidence. For accuracy: when a candidate differs from its
+    baseline on a single example, the paired interval of the drop reaches about 3/N (the
+    97.5% point of a Poisson(1) count), so a max_drop below 3/N can never pass."""
+    t = suite.targets
+    if t.confidence is None or suite.task != "text-classification" or t.max_drop is None \
+            or suite.primary_metric != "accuracy" or t.max_drop <= 0:
+        return []
+    reach = 3.0 / n
+    if reach <= t.max_drop:
+        return []
+    return [f"the eval set has {n} examples: one changed prediction already gives a drop "
+            f"interval reaching about {reach:.3f}, above max_drop {t.max_drop:g}, so that check "
+            "can pass only for candidates that agree with the baseline on every example; "
+            f"about {math.ceil(3 / t.max_drop - 1e-9)} examples are needed"]
 
 
 def _config_error(src, loc, step, stage, variant, exc: ValidationError):

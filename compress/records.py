@@ -173,6 +173,8 @@ class Measurement(Record):
     import_baseline_key: str | None = None
     measurement_key: str | None = None
     cached: bool | None = None
+    units: dict[str, Any] | None = None           # per-unit results the intervals resample
+    quality_inputs: dict[str, Any] | None = None  # how the quality pass fed the model
 
     @property
     def ok(self) -> bool:
@@ -232,6 +234,22 @@ class SummaryRow(Record):
     primary_metric: str | None = None
     baseline: str | None = None
     primary_delta: float | None = None
+    quality_inputs: str | None = None   # as_served, batched or window
+    kept_epoch: int | None = None       # a stage that trained: the epoch kept
+    epochs_run: int | None = None
+    selection: str | None = None        # why that epoch was kept
+    confidence: float | None = None     # level of the intervals below
+    quality_units: str | None = None    # what the intervals resample (examples, pairs, ...)
+    n_units: int | None = None
+    # "<metric>_low" / "<metric>_high" of each quality figure, flattened into columns by row()
+    quality_bounds: dict[str, float | None] = {}
+    primary_delta_low: float | None = None
+    primary_delta_high: float | None = None
+    mcnemar_p: float | None = None
+    discordant: list[int] | None = None
+    chance_level: float | None = None   # a baseline's figure at chance
+    above_chance: bool | None = None
+    sanity: str | None = None           # why a baseline's comparisons mean nothing
 
     def value(self, metric: str) -> float | None:
         """A quality or fidelity figure by name."""
@@ -240,7 +258,7 @@ class SummaryRow(Record):
     def row(self) -> dict:
         out = {}
         for name in type(self).model_fields:
-            if name in ("quality", "fidelity"):
+            if name in ("quality", "fidelity", "quality_bounds"):
                 out.update(getattr(self, name))
             else:
                 out[name] = getattr(self, name)
@@ -252,7 +270,9 @@ class SummaryRow(Record):
         by name, the rest quality."""
         fields = {k: v for k, v in row.items() if k in cls.model_fields}
         metrics = {k: v for k, v in row.items() if k not in cls.model_fields}
-        return cls(**fields,
+        bounds = {k: metrics.pop(k) for k in list(metrics)
+                  if k.endswith(("_low", "_high")) and k.rsplit("_", 1)[0] in metrics}
+        return cls(**fields, quality_bounds=bounds,
                    quality={k: v for k, v in metrics.items() if k not in FIDELITY_METRICS},
                    fidelity={k: v for k, v in metrics.items() if k in FIDELITY_METRICS})
 

@@ -98,6 +98,23 @@ COLUMNS = [  # (summary column, header, format); shown when any row has a value
 ]
 
 
+QUALITY_COLUMNS = ("accuracy", "macro_f1", "spearman", "pearson", "perplexity",
+                   "next_token_accuracy")
+
+
+def _cell(r: dict, key: str, fmt: str) -> str:
+    """A quality figure with its interval ('0.973 ±0.015'), when the run has one."""
+    from compress.confidence import fmt as ci_fmt
+
+    digits = int(fmt[-2]) if fmt.endswith("f") and fmt[-2].isdigit() else 3
+    if key in QUALITY_COLUMNS and r.get(f"{key}_low") is not None:
+        return ci_fmt(r[key], r[f"{key}_low"], r[f"{key}_high"], digits)
+    if key == "primary_delta" and r.get("primary_delta_low") is not None:
+        text = ci_fmt(r[key], r["primary_delta_low"], r["primary_delta_high"], digits)
+        return text if text.startswith("-") else "+" + text
+    return format(r[key], fmt)
+
+
 def results_table(console: Console, rows: list[dict], title: str | None = None) -> None:
     """The results table: the columns that matter for the task; baseline marked with *."""
     table = Table(title=title, header_style="bold")
@@ -124,7 +141,7 @@ def results_table(console: Console, rows: list[dict], title: str | None = None) 
             elif fmt == "s":
                 cells.append(str(v))
             else:
-                cells.append(format(v, fmt))
+                cells.append(_cell(r, key, fmt))
         table.add_row(*cells)
     console.print(table)
     first = next((r for r in rows if r.get("batch_size")), {})
@@ -133,7 +150,12 @@ def results_table(console: Console, rows: list[dict], title: str | None = None) 
         "* baseline; Δ, agree, KL and cos against each candidate's baseline; latency at batch "
         f"{first.get('batch_size', '-')}, {first.get('seq_len', '-')} tokens, "
         f"{first.get('threads', '-')} thread(s) on {first.get('device', '-')}"
-        + ("; ~ noisy (p95 far above p50)" if noisy else "") + "; all figures measured here")
+        + ("; ~ noisy (p95 far above p50)" if noisy else "") + "; all figures measured here",
+        highlight=False)
+    from compress.confidence import notes
+
+    for line in notes(rows):
+        console.print(line.replace("warning:", "[red]warning[/red]:", 1), highlight=False)
 
 
 def _f(v, fmt):
@@ -257,7 +279,7 @@ def gate(console: Console, result) -> None:
     """`compress gate`: one row per check, then the verdict line."""
     t = Table("candidate", "check", "value", "threshold", "figures", "result",
               title=f"gate: {result.run} (target {result.target})", header_style="bold")
-    colour = {"pass": "green", "fail": "red", "error": "yellow"}
+    colour = {"pass": "green", "fail": "red", "error": "yellow", "inconclusive": "magenta"}
     for ch in result.checks:
         t.add_row(ch.candidate, ch.check, _f(ch.value, ".6g"), _f(ch.threshold, ".6g"),
                   ch.provenance or "-",
@@ -267,6 +289,11 @@ def gate(console: Console, result) -> None:
         console.print(result.recommended["decision"], highlight=False)
     c = result.counts()
     console.print(f"[{colour[result.verdict]}]{result.verdict.upper()}[/{colour[result.verdict]}]"
-                  f": {c['pass']} passed, {c['fail']} failed, {c['error']} error(s)"
+                  f": {c['pass']} passed, {c['fail']} failed, "
+                  + (f"{c['inconclusive']} inconclusive, " if c.get("inconclusive") else "")
+                  + f"{c['error']} error(s)"
                   + ("; an error is a figure the check needs that the run lacks"
-                     if c["error"] else ""), highlight=False)
+                     if c["error"] else "")
+                  + (f"; quality judged at {result.confidence:.0%} confidence"
+                     if result.confidence is not None else "; quality compared as point values"),
+                  highlight=False)

@@ -62,6 +62,16 @@ def _f(v, spec) -> str:
     return "-" if v is None else format(v, spec)
 
 
+def _ci(row, key: str) -> str:
+    """A quality figure with its interval when the run has one ('0.9730 ±0.0151')."""
+    from compress.confidence import fmt
+
+    lo, hi = row.get(f"{key}_low"), row.get(f"{key}_high")
+    if _num(lo) is None or _num(hi) is None:
+        return _f(row.get(key), ".4f")
+    return _e(fmt(row.get(key), lo, hi, 4))
+
+
 def _tag(prov) -> str:
     p = prov if prov in ("measured", "projected") else None
     return f'<span class="tag {p}">{p}</span>' if p else "-"
@@ -239,7 +249,7 @@ def build_report(run: Run | str | Path, out: str | Path | None = None, *, ask=No
         why = q.loc[r["candidate"], "quality_reasons"] if r["candidate"] in q.index else []
         rows.append([_e(r["candidate"]) + (" *" if r["candidate"] == r.get("baseline") else ""),
                      _e(r.get("kind")), _e(r.get("status")),
-                     *[_f(r.get(k), ".4f") for k in keys],
+                     *[_ci(r, k) for k in keys],
                      _f(r.get("latency_p50_ms"), ".2f"), _f(r.get("latency_p95_ms"), ".2f"),
                      _f(r.get("size_mb"), ".1f"), _f(r.get("peak_rss_mb"), ".0f"),
                      "yes" if ok else _e("; ".join(why) or "no")])
@@ -249,6 +259,12 @@ def build_report(run: Run | str | Path, out: str | Path | None = None, *, ask=No
     parts.append('<p class="muted">* baseline. All figures in this table are '
                  f'{_tag("measured")} on this machine '
                  f"({_e(summary.iloc[0].get('device_name') if len(summary) else '-')}).</p>")
+    from compress.confidence import notes
+
+    lines = notes(run.rows)
+    if lines:
+        parts.append('<ul class="muted">' + "".join(f"<li>{_e(x)}</li>" for x in lines)
+                     + "</ul>")
 
     # plots
     parts.append("<h2>Quality vs cost</h2>")

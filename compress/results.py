@@ -114,33 +114,125 @@ def summary_row(cand, m: Measurement, artifact, primary_metric: str) -> SummaryR
         artifact_path=str(artifact.path) if artifact else None,
         stage_wall_time_s=artifact.meta.get("wall_time_s") if artifact else None,
         primary_metric=primary_metric,
+        quality_inputs=(m.quality_inputs or {}).get("policy") if ok else None,
+        **_kept_epoch(artifact),
     )
 
 
+def _kept_epoch(artifact) -> dict:
+    checks = (artifact.meta.get("checks") or {}) if artifact else {}
+    if checks.get("best_epoch") is None:  # only a stage that trained and kept one epoch
+        return {}
+    return {"kept_epoch": checks["best_epoch"],
+            "epochs_run": len(checks.get("history") or []) or None,
+            "selection": checks.get("selection")}
+
+
 def build_results(plan, built, measured: dict[str, Measurement]
-                  ) -> tuple[list[SummaryRow], list[dict]]:
-    """(summary rows, tidy rows) in the plan's candidate order."""
+                  ) -> tuple[list[SummaryRow], list[dict], dict]:
+    """(summary rows, tidy rows, unit data) in the plan's candidate order."""
+    from compress.confidence import shared_units
+    from compress.measure.runner import eval_payload
+
     primary = plan.suite.primary_metric
     summary, tidy = [], []
+    units = {"task": plan.suite.task, "metrics": plan.suite.quality_metrics(),
+             "primary_metric": primary,
+             "shared": shared_units(plan.suite.task, eval_payload(
+                 plan.suite.task, plan.eval_data, plan.suite.dataset)),
+             "candidates": {}}
     for cand in plan.candidates:
         m = measured.get(cand.node.key) or Measurement(status="failed")
         artifact = built.artifacts.get(cand.node.key)
         summary.append(summary_row(cand, m, artifact, primary))
         tidy.extend(tidy_rows(cand, m))
+        if m.ok and m.units is not None:
+            units["candidates"][cand.name] = m.units
     by_key = {c.node.key: r for c, r in zip(plan.candidates, summary, strict=True)}
     for cand, row in zip(plan.candidates, summary, strict=True):
         base = by_key.get(cand.baseline.key)
         row.baseline = base.candidate if base else None
         value, ref = row.value(primary), base.value(primary) if base else None
         row.primary_delta = value - ref if value is not None and ref is not None else None
-    return summary, tidy
+    level = plan.suite.targets.confidence or DEFAULT_CONFIDENCE
+    add_intervals(summary, tidy, units, level)
+    return summary, tidy, units
+
+
+DEFAULT_CONFIDENCE = 0.95
+TIDY_CI = ("ci_low", "ci_high", "confidence", "ci_method", "units", "n_units")
+
+
+def add_intervals(summary: list[SummaryRow], tidy: list[dict], units: dict,
+                  level: float) -> None:
+    """Put each quality figure's interval (and the paired interval of each change against
+    the baseline) into the summary rows and the tidy table, and judge each baseline
+    against chance."""
+    from compress.confidence import Intervals, above_chance, fmt
+
+    baselines = {r.candidate: r.baseline for r in summary}
+    ivs = Intervals(units, baselines, level)
+    primary = units.get("primary_metric")
+    lower = primary in LOWER_IS_BETTER
+    extra_tidy = []
+    for row in summary:
+        name = row.candidate
+        if name not in units["candidates"]:
+            continue
+        row.confidence, row.quality_units = level, ivs.unit
+        row.n_units = ivs.n_units(name)
+        for metric in ivs.metrics():
+            fig = ivs.figure(name, metric)
+            row.quality_bounds[f"{metric}_low"] = fig.low
+            row.quality_bounds[f"{metric}_high"] = fig.high
+            for t in tidy:
+                if t["candidate"] == name and t["category"] == "quality" and \
+                        t["metric"] == metric:
+                    t.update(ci_low=fig.low, ci_high=fig.high, confidence=level,
+                             ci_method=fig.method, units=ivs.unit, n_units=fig.n_units)
+            if fig.delta is not None:
+                common = next((t for t in tidy if t["candidate"] == name), None) or {}
+                base = {k: v for k, v in common.items() if k not in ("metric", "value")}
+                extra_tidy.append({**base, "category": "quality", "metric": f"delta[{metric}]",
+                                   "value": fig.delta, "unit": f"vs {row.baseline}",
+                                   "ci_low": fig.delta_low, "ci_high": fig.delta_high,
+                                   "confidence": level, "ci_method": "paired-bootstrap",
+                                   "units": ivs.unit, "n_units": fig.n_units,
+                                   "direction": None})
+                if fig.mcnemar_p is not None:
+                    extra_tidy.append({**base, "category": "quality",
+                                       "metric": f"mcnemar_p[{metric}]",
+                                       "value": fig.mcnemar_p, "unit": "p-value",
+                                       "units": ivs.unit, "n_units": fig.n_units,
+                                       "direction": None})
+            if metric == primary and fig.delta is not None:
+                row.primary_delta_low, row.primary_delta_high = fig.delta_low, fig.delta_high
+                row.mcnemar_p = fig.mcnemar_p
+                row.discordant = list(fig.discordant) if fig.discordant else None
+        if row.baseline == name and primary in ivs.metrics():
+            fig, chance = ivs.figure(name, primary), ivs.chance(name)
+            ok = above_chance(fig, chance, lower)
+            row.chance_level, row.above_chance = chance, ok
+            if ok is False:
+                row.sanity = (f"baseline {primary} {fmt(fig.value, fig.low, fig.high)} "
+                              f"({level:.0%} interval {fig.low:.3f}..{fig.high:.3f}) is not "
+                              f"clearly above chance ({chance:.3f}): comparisons against "
+                              "it mean nothing")
+    tidy.extend(extra_tidy)
+    for t in tidy:
+        for k in TIDY_CI:
+            t.setdefault(k, None)
 
 
 def write_run(run_dir: Path, manifest: Manifest, summary: list[SummaryRow],
-              tidy: list[dict]) -> None:
+              tidy: list[dict], units: dict | None = None) -> None:
+    from compress.confidence import UNITS_FILE
+
     run_dir.mkdir(parents=True, exist_ok=True)
     rows = [r.row() for r in summary]
     write_json(run_dir / "manifest.json", manifest.model_dump(mode="json"))
+    if units is not None:
+        write_json(run_dir / UNITS_FILE, units)
     write_json(run_dir / "results.json", {"schema_version": SCHEMA_VERSION,
                                           "candidates": rows, "measurements": tidy})
     atomic_write_text(run_dir / "results.csv", pd.DataFrame(rows).to_csv(index=False))
@@ -181,6 +273,24 @@ class Run:
     def summary(self) -> pd.DataFrame:
         """One row per candidate: the figures that matter, side by side."""
         return pd.DataFrame(self.rows)
+
+    def units(self) -> dict | None:
+        """Per-unit quality results (what the intervals resample), or None for a run
+        written before they were kept."""
+        from compress.confidence import UNITS_FILE
+
+        path = self.path / UNITS_FILE
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def intervals(self, level: float = DEFAULT_CONFIDENCE):
+        """compress.confidence.Intervals of this run's quality figures at `level`, or None
+        when the run has no unit data."""
+        from compress.confidence import Intervals
+
+        units = self.units()
+        if units is None:
+            return None
+        return Intervals(units, {r["candidate"]: r.get("baseline") for r in self.rows}, level)
 
     @property
     def suite(self) -> Suite:

@@ -44,7 +44,13 @@ class QualitySettings(_Strict):
                                                        "(default: max_length / 2)")
     max_tokens: int | None = Field(None, ge=16, description="causal-lm: score at most this "
                                                             "many tokens of the text")
-    batch_size: int = Field(16, ge=1)
+    batch_size: int = Field(16, ge=1, description="examples per batch with inputs: batched")
+    inputs: Literal["as_served", "batched"] = Field(
+        "as_served", description="as_served: score quality on inputs shaped as latency is "
+        "measured (first latency batch size, padded to the first sequence length), as the "
+        "model is served; batched: batch_size examples padded to the longest, truncated at "
+        "max_length (faster, but a dynamically quantized model then sees other activation "
+        "scales than in service)")
     evaluate_module: str | None = Field(None, description="path of a local Hugging Face "
                                                           "`evaluate` metric module "
                                                           "(classification)")
@@ -103,6 +109,8 @@ class LatencySettings(_Strict):
 class Targets(_Strict):
     """Quality targets against the measured baseline (the recommendation and gate use them)."""
 
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
     max_drop: float | None = Field(None, ge=0, description="largest allowed absolute drop "
                                                            "of the primary metric")
     max_relative_drop: float | None = Field(None, ge=0, le=1)
@@ -121,6 +129,10 @@ class Targets(_Strict):
     max_tpot_ms: float | None = Field(None, gt=0, description="causal-lm: time per output "
                                       "token (decode) SLO")
     max_memory_mb: float | None = Field(None, gt=0)
+    confidence: float | None = Field(
+        0.95, gt=0, lt=1, description="confidence level of the quality checks: a check "
+        "passes only when the interval puts the change within the threshold; null compares "
+        "the point values")
 
 
 class TrafficProfile(_Strict):

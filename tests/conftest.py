@@ -94,7 +94,7 @@ data:
 pipeline:
   - id: teacher
     stage: finetune
-    with: {{epochs: 1, batch_size: 8, max_length: 32, lr: 1.0e-3}}
+    with: {{epochs: 10, batch_size: 8, max_length: 32, lr: 3.0e-3}}
   - id: onnx
     stage: export
   - id: int8

@@ -70,6 +70,27 @@ def _summary(**extra):
     return pd.DataFrame(rows)
 
 
+def _with_intervals(df, metric="accuracy", half=0.004, n=10_000):
+    """The intervals a run stores in its summary (compress.results.add_intervals), here
+    tight, as from a large eval set: each figure +-half, each change +-0.75 half."""
+    df = df.copy()
+    base = df.set_index("candidate")[metric]
+    df["confidence"], df["n_units"], df["quality_units"] = 0.95, n, "examples"
+    df["primary_metric"] = metric
+    df[f"{metric}_low"], df[f"{metric}_high"] = df[metric] - half, df[metric] + half
+    delta = df[metric] - df["baseline"].map(base)
+    df["primary_delta"] = delta
+    df["primary_delta_low"], df["primary_delta_high"] = delta - 0.75 * half, delta + 0.75 * half
+    return df
+
+
+_ci = _with_intervals
+
+
+def _stored():
+    return _with_intervals(_summary())
+
+
 def _options(prices: dict[str, float]):
     rows = []
     for cand, tput in (("teacher", 100.0), ("int8", 300.0), ("tiny", 1000.0)):
@@ -85,19 +106,20 @@ def _options(prices: dict[str, float]):
 def test_pareto_drops_dominated():
     opts = _options({"T4": 0.5})
     opts.loc[opts.candidate == "int8", "cost_per_1k"] = 1.0   # worse and dearer than teacher
-    rec = recommend(_summary(), "accuracy", {}, load_catalog(), None, Setting(128),
+    rec = recommend(_stored(), "accuracy", {}, load_catalog(), None, Setting(128),
                     options=opts)
     assert "int8" not in set(rec.pareto["candidate"])
 
 
 def test_quality_filters_and_lower_is_better():
-    q = quality_checks(_summary(), {"max_drop": 0.01, "min_fidelity": 0.95}, "accuracy")
+    q = quality_checks(_stored(), {"max_drop": 0.01, "min_fidelity": 0.95}, "accuracy")
     ok = dict(zip(q.candidate, q.passes_quality, strict=True))
     assert ok == {"teacher": True, "int8": True, "tiny": False}
-    q = quality_checks(_summary(), {"min_recovery": 0.99}, "accuracy")
+    q = quality_checks(_stored(), {"min_recovery": 0.99}, "accuracy")
     assert not q.set_index("candidate").loc["tiny", "passes_quality"]
     ppl = pd.DataFrame([{"candidate": "m", "perplexity": 20.0, "baseline": "m", "status": "ok"},
                         {"candidate": "q", "perplexity": 21.5, "baseline": "m", "status": "ok"}])
+    ppl = _ci(ppl, "perplexity", 0.2)
     q = quality_checks(ppl, {"max_relative_drop": 0.05}, "perplexity").set_index("candidate")
     assert q.loc["q", "drop"] == pytest.approx(1.5) and not q.loc["q", "passes_quality"]
     q = quality_checks(ppl, {"max_relative_drop": 0.10, "min_value": 21.0}, "perplexity")
@@ -105,7 +127,7 @@ def test_quality_filters_and_lower_is_better():
 
 
 def test_recommend_cheapest_passing_and_explains():
-    rec = recommend(_summary(), "accuracy", {"max_drop": 0.01}, load_catalog(), None,
+    rec = recommend(_stored(), "accuracy", {"max_drop": 0.01}, load_catalog(), None,
                     Setting(128), options=_options({"T4": 0.5, "A100-80GB": 4.0}))
     assert (rec.winner["candidate"], rec.winner["target"]) == ("int8", "T4")
     text = "\n".join(rec.explanation)
@@ -122,18 +144,18 @@ def test_tie_break_prefers_better_quality_then_smaller():
     opts = _options({"T4": 0.5})
     opts["throughput_per_s"] = 300.0
     opts["cost_per_1k"] = cost_per_1k(0.5, 300.0)
-    rec = recommend(s, "accuracy", {"max_drop": 0.01}, load_catalog(), None, Setting(128),
+    rec = recommend(_ci(s), "accuracy", {"max_drop": 0.01}, load_catalog(), None, Setting(128),
                     options=opts)
     assert rec.winner["candidate"] == "teacher"         # equal cost: better accuracy wins
     s.loc[s.candidate == "teacher", "accuracy"] = 0.945
-    rec = recommend(s, "accuracy", {"max_drop": 0.01}, load_catalog(), None, Setting(128),
+    rec = recommend(_ci(s), "accuracy", {"max_drop": 0.01}, load_catalog(), None, Setting(128),
                     options=opts)
     assert rec.winner["candidate"] == "tiny"            # equal quality: smaller model wins
     assert "tie" in rec.explanation[1]
 
 
 def test_nothing_qualifies_says_what_came_closest():
-    rec = recommend(_summary(), "accuracy", {"min_value": 0.99}, load_catalog(), None,
+    rec = recommend(_stored(), "accuracy", {"min_value": 0.99}, load_catalog(), None,
                     Setting(128), options=_options({"T4": 0.5}))
     assert rec.winner is None and rec.explanation[0] == "Nothing meets the targets."
     assert any("Closest on quality: int8" in e for e in rec.explanation)
@@ -141,14 +163,14 @@ def test_nothing_qualifies_says_what_came_closest():
 
 def test_price_override_changes_the_choice(tmp_path):
     opts = _options({"T4": 0.5, "L4": 0.8})
-    rec = recommend(_summary(), "accuracy", {"max_drop": 0.01}, load_catalog(), None,
+    rec = recommend(_stored(), "accuracy", {"max_drop": 0.01}, load_catalog(), None,
                     Setting(128), options=opts)
     assert rec.winner["target"] == "T4"
     prices = tmp_path / "p.yaml"
     prices.write_text("prices:\n  L4: {price_per_hour: 0.2, source: spot market}\n")
     cat = load_catalog(prices=prices)
     opts2 = _options({"T4": cat["T4"].price_per_hour, "L4": cat["L4"].price_per_hour})
-    rec = recommend(_summary(), "accuracy", {"max_drop": 0.01}, cat, None, Setting(128),
+    rec = recommend(_stored(), "accuracy", {"max_drop": 0.01}, cat, None, Setting(128),
                     options=opts2)
     assert rec.winner["target"] == "L4"
     assert rec.provenance["prices"]["L4"]["source"] == "spot market"
@@ -161,7 +183,31 @@ def test_traffic_ranks_by_whole_instances():
     for i, r in opts.iterrows():
         opts.loc[i, "instances"] = instances_needed(t, r["throughput_per_s"])
         opts.loc[i, "monthly_cost"] = monthly_cost(r["price_per_hour"], opts.loc[i, "instances"])
-    rec = recommend(_summary(), "accuracy", {"max_drop": 0.01}, load_catalog(), None,
+    rec = recommend(_stored(), "accuracy", {"max_drop": 0.01}, load_catalog(), None,
                     Setting(128), traffic=t, options=opts)
     # int8 on T4 needs 17 instances ($6,205); one H200 serves it all ($5,840)
     assert rec.winner["target"] == "H200" and rec.ranking == "monthly_cost"
+
+
+def test_chance_level_baseline_is_refused(tmp_path, monkeypatch):
+    """A baseline whose accuracy interval includes 1/classes: recommend refuses, exit 1;
+    'nothing meets the targets' is still an answer (exit 0)."""
+    from tests.conftest import run_cli
+    from tests.test_gate import _row, make_run
+
+    monkeypatch.setenv("COMPRESS_CALIBRATION", str(tmp_path / "none.json"))
+    run = make_run(tmp_path / "run", [_row("teacher", 0.5, None, 10.0, 300.0),
+                                      _row("int8", 0.5, 1.0, 5.0, 200.0)])
+    from compress.decide.recommend import recommend_run
+    from compress.results import load_run
+
+    rec = recommend_run(load_run(run), {"max_drop": 0.02})
+    assert rec.winner is None and "not clearly above chance" in rec.refused
+    r = run_cli("recommend", str(run), "--max-drop", "0.02", "--target", "local-cpu",
+                timeout=120)
+    assert r.returncode == 1 and "no recommendation" in r.stderr, r.stdout + r.stderr
+    assert "chance level 0.5000" in r.stderr
+    good = make_run(tmp_path / "good")
+    n = run_cli("recommend", str(good), "--min-value", "0.99", "--target", "local-cpu",
+                timeout=120)
+    assert n.returncode == 0 and "Nothing meets the targets." in n.stdout, n.stderr

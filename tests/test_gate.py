@@ -44,6 +44,38 @@ def _row(name, acc, agree, p95, peak, **extra):
     return SummaryRow(**fields).row()
 
 
+N_EVAL = 4000  # synthetic eval examples: enough for the checks below to be decided
+
+
+def synthetic_units(rows, task):
+    """Per-unit results consistent with the rows' figures: for classification, N_EVAL
+    examples, each candidate wrong on the first (1 - accuracy) * N of them (so a worse
+    candidate is wrong wherever its baseline is); for causal-lm, 40 windows of 100 tokens
+    at the row's perplexity."""
+    import math
+
+    import numpy as np
+
+    cands = {}
+    if task == "causal-lm":
+        wiggle = np.random.default_rng(0).normal(0, 0.01, 40)
+        for r in rows:
+            if r.get("perplexity") is not None:
+                cands[r["candidate"]] = {
+                    "window_nll": list(100 * (math.log(r["perplexity"]) + wiggle)),
+                    "window_tokens": [100] * 40, "window_correct": [50] * 40}
+        return {"task": task, "metrics": ["perplexity"], "primary_metric": "perplexity",
+                "shared": {}, "candidates": cands}
+    gold = ["a", "b"] * (N_EVAL // 2)
+    for r in rows:
+        if r.get("accuracy") is not None:
+            wrong = round((1 - r["accuracy"]) * N_EVAL)
+            cands[r["candidate"]] = {"pred": [("b" if g == "a" else "a") if i < wrong else g
+                                              for i, g in enumerate(gold)], "n_classes": 2}
+    return {"task": task, "metrics": ["accuracy"], "primary_metric": "accuracy",
+            "shared": {"gold": gold}, "candidates": cands}
+
+
 def make_run(path, rows=None, targets=None, task="text-classification"):
     rows = rows if rows is not None else [
         _row("teacher", 0.95, None, 10.0, 300.0),
@@ -51,6 +83,7 @@ def make_run(path, rows=None, targets=None, task="text-classification"):
         _row("tiny", 0.90, 0.93, 2.0, 100.0),
     ]
     path.mkdir(parents=True)
+    (path / "quality_units.json").write_text(json.dumps(synthetic_units(rows, task)))
     suite = Suite(name="s", task=task, dataset={"source": "eval.csv"},
                   latency={"seq_lens": [128]}, targets=targets or {})
     manifest = Manifest(recipe=RecipeInfo(path="recipe.yaml", given="",
@@ -88,17 +121,18 @@ def _status(result, cand, check):
     ("max_drop", 0.02, 0.005, "quality.max_drop"),               # int8 drops 0.01
     ("max_relative_drop", 0.02, 0.005, "quality.max_relative_drop"),
     ("min_recovery", 0.98, 0.995, "quality.min_recovery"),       # 0.94 / 0.95 = 0.989
-    ("min_value", 0.93, 0.945, "quality.min_value"),
+    ("min_value", 0.93, 0.95, "quality.min_value"),             # 0.94 +-0.007 at N=4000
     ("min_fidelity", 0.97, 0.99, "fidelity.min_fidelity"),       # agreement 0.98
     ("max_latency_ms", 6.0, 4.0, "latency.max_latency_ms"),      # p95 5 ms, measured
     ("max_memory_mb", 250.0, 150.0, "memory.max_memory_mb"),     # peak 200 MB
     ("max_cost_per_1k", 1.0, 1e-9, "cost.max_cost_per_1k"),      # local-cpu, measured
 ])
 def test_each_threshold_passes_and_fails(run_dir, key, good, bad, check, tmp_path):
+    # a gate must judge quality: every case carries a max_drop that int8 passes
     cat = priced_catalog(tmp_path)
-    ok = gate(run_dir, {key: good}, candidates=["int8"], catalog=cat)
+    ok = gate(run_dir, {"max_drop": 0.02, key: good}, candidates=["int8"], catalog=cat)
     assert ok.exit_code == 0 and _status(ok, "int8", check).status == "pass"
-    no = gate(run_dir, {key: bad}, candidates=["int8"], catalog=cat)
+    no = gate(run_dir, {"max_drop": 0.02, key: bad}, candidates=["int8"], catalog=cat)
     c = _status(no, "int8", check)
     assert no.exit_code == 1 and c.status == "fail" and c.threshold == bad
     assert c.value is not None and c.message
@@ -142,7 +176,12 @@ def test_suite_targets_apply_and_flags_override(tmp_path, monkeypatch):
     # a suite file's targets replace the run's; the suite must be for the same task
     (tmp_path / "s.yaml").write_text((ROOT / "eval" / "bbc-news.yaml").read_text())
     s = gate(run, suite=tmp_path / "s.yaml", candidates=["int8"])  # max_drop 0.01, fid 0.97
-    assert s.thresholds == {"max_drop": 0.01, "min_fidelity": 0.97} and s.exit_code == 0
+    assert s.thresholds == {"max_drop": 0.01, "min_fidelity": 0.97}
+    # int8 drops exactly 0.01: at 95% the interval straddles the threshold, which the
+    # point comparison passed
+    assert s.exit_code == 1 and _status(s, "int8", "quality.max_drop").status == "inconclusive"
+    assert gate(run, suite=tmp_path / "s.yaml", candidates=["int8"],
+                confidence=None).exit_code == 0
     with pytest.raises(InputError, match="suite is for feature-extraction"):
         gate(run, suite=ROOT / "eval" / "minilm-similarity.yaml")
 
@@ -176,6 +215,69 @@ def test_missing_measurement_is_an_error_not_a_pass(tmp_path, monkeypatch):
                                            "status": "failed", "error": "boom"}])
     f = gate(failed, {"max_drop": 1.0}, every_candidate=True)
     assert f.exit_code == 2 and _status(f, "bad", "measured").message == "candidate failed: boom"
+
+
+def test_a_gate_that_judges_no_quality_is_invalid(run_dir):
+    for thr in ({"max_latency_ms": 100}, {"min_fidelity": 0.5}, {"max_cost_per_1k": 1.0}):
+        with pytest.raises(InputError, match="ran no quality check"):
+            gate(run_dir, thr, candidates=["int8"])
+    r = run_cli("gate", str(run_dir), "--max-latency-ms", "100", timeout=120)
+    assert r.returncode == 2 and "ran no quality check" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("flag,value,expected", [
+    ("--max-drop", "nan", "finite"), ("--max-drop", "inf", "finite"),
+    ("--max-drop", "-0.01", "[0, inf]"), ("--min-fidelity", "2", "[0, 1]"),
+    ("--confidence", "1.5", "between 0 and 1")])
+def test_bad_thresholds_exit_2(run_dir, flag, value, expected):
+    r = run_cli("gate", str(run_dir), "--max-drop", "0.02", flag, value, timeout=120)
+    assert r.returncode == 2 and expected in r.stderr, r.stdout + r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_ratio_against_a_zero_baseline_is_an_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("COMPRESS_CALIBRATION", str(tmp_path / "none.json"))
+    run = make_run(tmp_path / "run", [_row("teacher", 0.0, None, 10.0, 300.0),
+                                      _row("int8", 0.0, 1.0, 5.0, 200.0)])
+    r = gate(run, {"max_relative_drop": 0.1}, candidates=["int8"], confidence=None)
+    c = _status(r, "int8", "quality.max_relative_drop")
+    assert r.exit_code == 2 and c.status == "error" and "baseline above 0" in c.message
+
+
+def test_two_examples_in_fifty_is_inconclusive_and_fails_the_gate(tmp_path, monkeypatch):
+    """The trial: 50 test sentences, INT8 two sentences worse, max_drop 0.04."""
+    monkeypatch.setenv("COMPRESS_CALIBRATION", str(tmp_path / "none.json"))
+    run = make_run(tmp_path / "run", [_row("teacher", 1.0, None, 10.0, 300.0),
+                                      _row("int8", 0.96, 0.96, 5.0, 200.0)])
+    units = synthetic_units([], "text-classification")
+    gold = ["a", "b"] * 25
+    units["shared"]["gold"] = gold
+    units["candidates"] = {"teacher": {"pred": gold, "n_classes": 2},
+                           "int8": {"pred": ["b", "a"] + gold[2:], "n_classes": 2}}
+    (run / "quality_units.json").write_text(json.dumps(units))
+    r = run_cli("gate", str(run), "--candidate", "int8", "--max-drop", "0.04",
+                "--json", str(tmp_path / "v.json"), timeout=120)
+    assert r.returncode == 1, r.stdout + r.stderr
+    v = json.loads((tmp_path / "v.json").read_text())
+    (c,) = [c for c in v["checks"] if c["check"] == "quality.max_drop"]
+    assert c["status"] == "inconclusive" and c["needed"] > 50
+    assert c["message"].startswith(f"eval set too small to decide: 50 examples, about "
+                                   f"{c['needed']} needed")
+    assert "inconclusive" in r.stdout
+    # the point comparison (--confidence none) passes it, as before
+    p = run_cli("gate", str(run), "--candidate", "int8", "--max-drop", "0.04",
+                "--confidence", "none", timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
+
+
+def test_baseline_at_chance_fails_the_gate(tmp_path, monkeypatch):
+    monkeypatch.setenv("COMPRESS_CALIBRATION", str(tmp_path / "none.json"))
+    run = make_run(tmp_path / "run", [_row("teacher", 0.5, None, 10.0, 300.0),
+                                      _row("int8", 0.5, 1.0, 5.0, 200.0)])
+    r = gate(run, {"max_drop": 0.02}, candidates=["int8"])
+    c = _status(r, "teacher", "quality.baseline")
+    assert r.exit_code == 1 and c.status == "fail" and "not clearly above chance" in c.message
 
 
 def test_invalid_input(run_dir, tmp_path):
@@ -217,8 +319,8 @@ def test_baseline_regressions(tmp_path, monkeypatch):
     verdict = tmp_path / "prev-verdict.json"
     verdict.write_text(gate(prev, {"max_drop": 1}, candidates=["int8"],
                             catalog=cat).to_json())
-    again = gate(cur, {"max_cost_increase": 0.05}, candidates=["int8"], baseline=verdict,
-                 catalog=cat)
+    again = gate(cur, {"max_drop": 0.02, "max_cost_increase": 0.05}, candidates=["int8"],
+                 baseline=verdict, catalog=cat)
     assert _status(again, "int8", "regression.max_cost_increase").value == pytest.approx(0.25)
     # compared with another candidate of the previous release; a missing one is an error
     other = gate(cur, {"max_quality_decrease": 0.1}, candidates=["tiny"], baseline=prev,
@@ -238,14 +340,15 @@ def test_junit_markdown_and_json_through_the_cli(run_dir, tmp_path):
                 "--junit", str(out / "gate.xml"), "--markdown", str(out / "gate.md"),
                 "--json", str(out / "gate.json"),
                 env={"GITHUB_STEP_SUMMARY": str(summary)}, timeout=120)
-    # teacher: drop 0, p95 10 > 6 (fail); int8: pass, pass; tiny: drop 0.05 (fail), pass
+    # teacher: above chance, drop 0, p95 10 > 6 (fail); int8: pass, pass; tiny: drop 0.05
+    # (fail), pass
     assert r.returncode == 1, r.stderr
-    assert "FAIL: 4 passed, 2 failed, 0 error(s)" in r.stdout
+    assert "FAIL: 5 passed, 2 failed, 0 error(s); quality judged at 95% confidence" in r.stdout
     root = ET.parse(out / "gate.xml").getroot()
-    assert root.tag == "testsuites" and root.get("tests") == "6"
+    assert root.tag == "testsuites" and root.get("tests") == "7"
     assert root.get("failures") == "2" and root.get("errors") == "0"
     cases = root.findall("./testsuite/testcase")
-    assert len(cases) == 6
+    assert len(cases) == 7
     failed = {(c.get("classname"), c.get("name")) for c in cases if c.find("failure") is not None}
     assert failed == {("gate.teacher", "latency.max_latency_ms"),
                       ("gate.tiny", "quality.max_drop")}
@@ -255,14 +358,15 @@ def test_junit_markdown_and_json_through_the_cli(run_dir, tmp_path):
     assert summary.read_text() == "earlier step\n" + md + "\n"
     verdict = json.loads((out / "gate.json").read_text())
     assert verdict["verdict"] == "fail" and verdict["exit_code"] == 1
-    assert verdict["counts"] == {"pass": 4, "fail": 2, "error": 0}
+    assert verdict["counts"] == {"pass": 5, "fail": 2, "inconclusive": 0, "error": 0}
+    assert verdict["confidence"] == 0.95
     assert verdict["figures"]["int8"]["latency_p95_ms"] == 5.0
 
     passing = run_cli("gate", str(run_dir), "--candidate", "int8", "--max-drop", "0.02",
                       "--max-accuracy-decrease", "0.01", "--baseline", str(run_dir),
                       timeout=120)
     assert passing.returncode == 0, passing.stderr
-    assert "PASS: 2 passed" in passing.stdout
+    assert "PASS: 3 passed" in passing.stdout   # sanity, max_drop, quality decrease
     err = run_cli("gate", str(run_dir), "--candidate", "nope", "--max-drop", "1", timeout=120)
     assert err.returncode == 2 and "not in the run" in err.stderr
     assert "Traceback" not in err.stderr

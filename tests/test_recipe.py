@@ -34,13 +34,13 @@ def test_unknown_top_level_key(write_recipe):
 
 
 def test_unknown_stage_setting_names_field_and_choices(write_recipe):
-    msg = bad(write_recipe, "epochs: 1,", "epoch: 1,")
+    msg = bad(write_recipe, "epochs: 10,", "epoch: 10,")
     assert "recipe.yaml:12: pipeline[0].with.epoch: unknown setting 'epoch'" in msg
     assert "epochs" in msg and "lr" in msg
 
 
 def test_wrong_type_names_value_and_expectation(write_recipe):
-    msg = bad(write_recipe, "epochs: 1,", "epochs: many,")
+    msg = bad(write_recipe, "epochs: 10,", "epochs: many,")
     assert "recipe.yaml:12: pipeline[0].with.epochs: got 'many'" in msg
     assert "valid integer" in msg
 

@@ -48,6 +48,7 @@ class DecisionInputs(BaseModel):
     threads: int = 1
     quality_batch: int | None = None
     seed: int = 0
+    confidence: float | None = None       # level of the quality checks (None: point values)
     serving_model: str = SERVING_MODEL
 
 
@@ -82,9 +83,11 @@ class Ask:
     traffic: dict | None = None
     targets: dict | None = None            # overrides of the suite's targets
     target_names: list[str] | None = None
+    confidence: float | None | str = "suite"   # "suite": the suite's targets.confidence
 
     def empty(self) -> bool:
-        return (not self.catalog_files and self.prices is None and self.calibration is None
+        return (self.confidence == "suite" and not self.catalog_files
+                and self.prices is None and self.calibration is None
                 and self.traffic is None and not any(
                     v is not None for v in (self.targets or {}).values())
                 and not self.target_names)
@@ -153,7 +156,8 @@ def compute(run, ask: Ask | None = None):
         raise InputError("--peak-factor needs --requests-per-day (or a saved "
                          "recommendation with a traffic profile)")
     traffic = Traffic(**ask.traffic) if ask.traffic else None
-    rec = recommend_run(run, ask.targets, catalog, cal, traffic, ask.target_names)
+    rec = recommend_run(run, ask.targets, catalog, cal, traffic, ask.target_names,
+                        confidence=ask.confidence)
     suite = run.manifest["suite"]["resolved"]
     lat = suite.get("latency") or {}
     p = rec.provenance
@@ -172,7 +176,7 @@ def compute(run, ask: Ask | None = None):
                  else 0},
         threads=int(lat.get("threads") or 1),
         quality_batch=(suite.get("quality") or {}).get("batch_size"),
-        seed=int(run.manifest.get("seed") or 0))
+        seed=int(run.manifest.get("seed") or 0), confidence=rec.confidence)
     return rec, inputs
 
 
@@ -228,7 +232,7 @@ def differences(old: DecisionInputs, new: DecisionInputs) -> list[str]:
     out = []
     a, b = old.model_dump(), new.model_dump()
     for key in ("traffic", "targets", "target_names", "setting", "threads", "quality_batch",
-                "seed", "serving_model", "calibration", "catalog_files", "price_file"):
+                "seed", "confidence", "serving_model", "calibration", "catalog_files", "price_file"):
         if a[key] != b[key]:
             out.append(f"{key}: {a[key]} (saved) -> {b[key]}")
     changed = [f"{t} {a['prices'].get(t)} -> {b['prices'].get(t)}"
@@ -264,7 +268,9 @@ def decide(run, ask: Ask | None = None) -> Decision:
                   else s.traffic,
                   targets={**s.targets, **{k: v for k, v in (ask.targets or {}).items()
                                            if v is not None}},
-                  target_names=ask.target_names or s.target_names)
+                  target_names=ask.target_names or s.target_names,
+                  confidence=ask.confidence if ask.confidence != "suite"
+                  else (s.confidence if "confidence" in s.model_fields_set else "suite"))
     rec, inputs = compute(run, ask)
     if saved is None:
         return Decision(rec, inputs, "computed")

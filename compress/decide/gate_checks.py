@@ -1,6 +1,7 @@
 """The checks a release gate runs on a run's figures (`compress gate`, see compress.gate).
 
-Each check is `pass`, `fail` or `error`; an error is a figure the check needs that the run
+Each check is `pass`, `fail`, `inconclusive` (a quality check whose interval at the
+confidence level straddles the threshold) or `error`; an error is a figure the check needs that the run
 does not have (a missing measurement is never a pass). `candidate_figures` gathers what the
 checks read: the primary metric, fidelity, and latency, memory and cost on the target
 (measured on local-cpu, projected elsewhere).
@@ -34,12 +35,19 @@ def _num(v):
 class Check:
     candidate: str
     check: str                 # e.g. "quality.max_drop", "cost.max_cost_per_1k"
-    status: str                # pass | fail | error
+    status: str                # pass | fail | inconclusive | error
     value: float | None
     threshold: float | None
     message: str
     provenance: str | None = None   # measured | projected
     target: str | None = None
+    low: float | None = None        # quality checks: the interval of `value`
+    high: float | None = None
+    confidence: float | None = None
+    needed: int | None = None       # inconclusive: eval units that would decide it
+
+
+STATUSES = ("pass", "fail", "inconclusive", "error")
 
 
 # ------------------------------------------------------------------------------ figures
@@ -95,56 +103,28 @@ def candidate_figures(run, rows: list[dict], target: str, catalog, calibration,
 
 # ------------------------------------------------------------------------------- checks
 
-def quality_checks(name: str, f: dict, base: dict | None, thr: dict, lower: bool) -> list:
-    metric, out = f["metric"], []
-    v = f["value"]
-    b = base["value"] if base else None
+def quality_checks(run, chosen: list[str], thr: dict, metric: str,
+                   level: float | None) -> list[Check]:
+    """The quality checks (compress.quality_checks, shared with the recommendation) of the
+    chosen candidates, and the sanity of their baselines."""
+    from compress.confidence import SummaryIntervals
+    from compress.quality_checks import DEFAULT_CONFIDENCE, sanity_checks
+    from compress.quality_checks import quality_checks as checks
 
-    def add(check, status, value, threshold, message):
-        out.append(Check(name, check, status, value, threshold, message, "measured"))
+    def intervals(lv):
+        return run.intervals(lv) if run.units() is not None else SummaryIntervals(run.rows, lv)
 
-    asked = [k for k in ("max_drop", "max_relative_drop", "min_recovery")
-             if thr.get(k) is not None]
-    for k in asked:
-        if v is None or b is None:
-            add(f"quality.{k}", "error", None, thr[k],
-                f"no {metric} measured for {name if v is None else 'its baseline'}")
-            continue
-        drop = (v - b) if lower else (b - v)
-        if k == "max_drop":
-            ok = drop <= thr[k] + 1e-12
-            add(f"quality.{k}", "pass" if ok else "fail", drop, thr[k],
-                f"{metric} {v:.4f} vs baseline {b:.4f}: drop {drop:+.4f} "
-                f"{'<=' if ok else '>'} {thr[k]:g}")
-        elif k == "max_relative_drop":
-            rel = drop / abs(b) if b else 0.0
-            ok = rel <= thr[k] + 1e-12
-            add(f"quality.{k}", "pass" if ok else "fail", rel, thr[k],
-                f"{metric} relative drop {rel:.2%} {'<=' if ok else '>'} {thr[k]:.2%}")
-        else:
-            rec = (b / v if v else 0.0) if lower else (v / b if b else 1.0)
-            ok = rec >= thr[k] - 1e-12
-            add(f"quality.{k}", "pass" if ok else "fail", rec, thr[k],
-                f"recovery {rec:.4f} {'>=' if ok else '<'} {thr[k]:g}")
-    if thr.get("min_value") is not None:
-        t = thr["min_value"]
-        if v is None:
-            add("quality.min_value", "error", None, t, f"no {metric} measured")
-        else:
-            ok = v <= t if lower else v >= t
-            word = "ceiling" if lower else "floor"
-            add("quality.min_value", "pass" if ok else "fail", v, t,
-                f"{metric} {v:.4f} {'within' if ok else 'outside'} {word} {t:g}")
-    if thr.get("min_fidelity") is not None and base is not None and base is not f:
-        t = thr["min_fidelity"]
-        if f["fidelity"] is None:
-            add("fidelity.min_fidelity", "error", None, t,
-                "no fidelity (top-1 agreement or cosine) measured")
-        else:
-            ok = f["fidelity"] >= t - 1e-12
-            add("fidelity.min_fidelity", "pass" if ok else "fail", f["fidelity"], t,
-                f"{f['fidelity_metric']} {f['fidelity']:.4f} {'>=' if ok else '<'} {t:g}")
-    return out
+    ivs = intervals(level) if level is not None else None
+    found = checks(run.rows, {k: thr[k] for k in QUALITY_KEYS if k in thr}, metric,
+                   level, ivs, chosen)
+    found = [c for c in found if c.check != "measured"]  # the gate reports failures itself
+    judging = [k for k in QUALITY_KEYS + ("max_quality_decrease",)
+               if k in thr and k != "min_fidelity"]
+    sane = (sanity_checks(run.rows, metric, chosen, level, ivs, intervals(DEFAULT_CONFIDENCE))
+            if judging else [])
+    return [Check(c.candidate, c.check, c.status, c.value, c.threshold, c.message,
+                  "measured", None, c.low, c.high, c.confidence, c.needed)
+            for c in sane + found]
 
 
 def perf_checks(name: str, f: dict, thr: dict) -> list:

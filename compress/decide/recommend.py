@@ -24,57 +24,50 @@ import pandas as pd
 from compress.decide.cost import SLO, Traffic, cost_table, measured_curves
 from compress.hardware.catalog import Catalog, load_catalog
 from compress.hardware.projection import Setting
+from compress.quality_checks import (  # noqa: F401 - FIDELITY_KEYS re-exported
+    DEFAULT_CONFIDENCE,
+    FIDELITY_KEYS,
+    QUALITY_KEYS,
+)
 from compress.results import LOWER_IS_BETTER
-
-FIDELITY_KEYS = ("top1_agreement", "cosine")
 
 
 def _num(v):
     return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
 
 
-def quality_checks(summary: pd.DataFrame, targets: dict, metric: str) -> pd.DataFrame:
-    """One row per candidate: its primary metric, the baseline's, and each target's verdict."""
+def quality_checks(summary: pd.DataFrame, targets: dict, metric: str,
+                   confidence: float | None = DEFAULT_CONFIDENCE, intervals=None
+                   ) -> pd.DataFrame:
+    """One row per candidate: its primary metric, the baseline's, the verdict of each
+    target (compress.quality_checks, the same checks the gate runs) and whether all pass.
+    `intervals`: the run's (compress.confidence.Intervals) at `confidence`; by default
+    the intervals stored in the summary rows."""
+    from compress.confidence import SummaryIntervals
+    from compress.quality_checks import quality_checks as checks
+
     lower = metric in LOWER_IS_BETTER
-    rows = summary.to_dict("records")
+    rows = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
+            for r in summary.to_dict("records")]
+    if intervals is None and confidence is not None:
+        intervals = SummaryIntervals(rows, confidence)
     by_name = {r["candidate"]: r for r in rows}
+    thr = {k: v for k, v in targets.items() if k in QUALITY_KEYS}
+    found = checks(rows, thr, metric, confidence, intervals)
     out = []
     for r in rows:
         base = by_name.get(r.get("baseline") or r["candidate"], r)
         v, b = _num(r.get(metric)), _num(base.get(metric))
-        reasons = []
-        if r.get("status", "ok") != "ok":
-            reasons.append(f"failed: {r.get('error')}")
-        if v is None or b is None:
-            reasons.append(f"no {metric} measured")
-            out.append({"candidate": r["candidate"], "value": v, "baseline_value": b,
-                        "drop": None, "passes_quality": False, "quality_reasons": reasons})
-            continue
-        drop = (v - b) if lower else (b - v)           # positive = worse
-        rel = drop / abs(b) if b else 0.0
-        recovery = (b / v if v else 0.0) if lower else (v / b if b else 1.0)
-        t = targets
-        if t.get("max_drop") is not None and drop > t["max_drop"] + 1e-12:
-            reasons.append(f"{metric} drop {drop:.4f} > max_drop {t['max_drop']}")
-        if t.get("max_relative_drop") is not None and rel > t["max_relative_drop"] + 1e-12:
-            reasons.append(f"{metric} relative drop {rel:.2%} > {t['max_relative_drop']:.2%}")
-        if t.get("min_recovery") is not None and recovery < t["min_recovery"] - 1e-12:
-            reasons.append(f"recovery {recovery:.3f} < min_recovery {t['min_recovery']}")
-        if t.get("min_value") is not None:
-            bad = v > t["min_value"] if lower else v < t["min_value"]
-            if bad:
-                reasons.append(f"{metric} {v:.4f} {'above ceiling' if lower else 'below floor'} "
-                               f"{t['min_value']}")
-        if t.get("min_fidelity") is not None and r["candidate"] != base["candidate"]:
-            fid = next(((k, _num(r.get(k))) for k in FIDELITY_KEYS
-                        if _num(r.get(k)) is not None), None)
-            if fid is None:
-                reasons.append("no fidelity measured")
-            elif fid[1] < t["min_fidelity"] - 1e-12:
-                reasons.append(f"{fid[0]} {fid[1]:.4f} < min_fidelity {t['min_fidelity']}")
+        mine = [c for c in found if c.candidate == r["candidate"]]
+        reasons = [c.message for c in mine if c.status != "pass"]
+        status = next((s for s in ("error", "fail", "inconclusive")
+                       if any(c.status == s for c in mine)), "pass")
+        drop = None if v is None or b is None else ((v - b) if lower else (b - v))
         out.append({"candidate": r["candidate"], "value": v, "baseline_value": b,
-                    "drop": drop, "relative_drop": rel, "recovery": recovery,
-                    "passes_quality": not reasons, "quality_reasons": reasons})
+                    "drop": drop,
+                    "relative_drop": drop / abs(b) if drop is not None and b else None,
+                    "passes_quality": status == "pass", "quality_status": status,
+                    "quality_reasons": reasons})
     return pd.DataFrame(out)
 
 
@@ -88,6 +81,8 @@ class Recommendation:
     provenance: dict = field(default_factory=dict)
     metric: str = ""
     ranking: str = "cost_per_1k"
+    refused: str | None = None       # why no recommendation can be made (baseline at chance)
+    confidence: float | None = None
 
 
 def _sort_key(metric_lower: bool):
@@ -103,19 +98,34 @@ def recommend(summary: pd.DataFrame, metric: str, targets: dict | None = None,
               setting: Setting | None = None, traffic: Traffic | None = None,
               target_names: list[str] | None = None, options: pd.DataFrame | None = None,
               curves: dict[str, dict] | None = None, threads: int = 1,
-              quality_batch: int | None = None, seed: int = 0) -> Recommendation:
+              quality_batch: int | None = None, seed: int = 0,
+              confidence: float | None = DEFAULT_CONFIDENCE, intervals=None
+              ) -> Recommendation:
     """The recommendation from a run summary (DataFrame, one row per candidate).
 
     `curves`: measured batch curves (cost.measured_curves of the run's tidy table);
     `threads`: threads of one worker; `quality_batch`: the batch size quality was
-    measured at (flags dynamically quantized candidates served at larger batches)."""
+    measured at (flags dynamically quantized candidates served at larger batches).
+    Quality checks run at `confidence` on `intervals` (the run's; by default those stored
+    in the summary), or on point values with confidence None. A baseline that is not
+    clearly above chance makes every comparison meaningless: then nothing is recommended
+    and `refused` says why."""
+    from compress.confidence import SummaryIntervals
+    from compress.quality_checks import check_thresholds, sanity_checks
+
     targets = {k: v for k, v in (targets or {}).items() if v is not None}
+    targets.pop("confidence", None)
+    check_thresholds(targets, "target")
     catalog = catalog or load_catalog()
     setting = setting or Setting(int(summary["seq_len"].dropna().iloc[0])
                                  if "seq_len" in summary and summary["seq_len"].notna().any()
                                  else 128)
     lower = metric in LOWER_IS_BETTER
-    q = quality_checks(summary, targets, metric)
+    rows = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
+            for r in summary.to_dict("records")]
+    if intervals is None and confidence is not None:
+        intervals = SummaryIntervals(rows, confidence)
+    q = quality_checks(summary, targets, metric, confidence, intervals)
     if options is None:
         options = cost_table(summary.to_dict("records"), catalog, setting, calibration,
                              targets.get("max_latency_ms"), targets.get("max_memory_mb"),
@@ -135,9 +145,17 @@ def recommend(summary: pd.DataFrame, metric: str, targets: dict | None = None,
                                      "calibration": _cal_name(calibration),
                                      "traffic": traffic.__dict__ if traffic else None,
                                      "targets": targets})
+    rec.confidence = confidence
     ex = rec.explanation
     name = {"monthly_cost": "monthly cost", "cost_per_1k": "cost per 1k inferences"}[ranking]
-    if len(good):
+    sane = sanity_checks(rows, metric, [r["candidate"] for r in rows], confidence, intervals,
+                         SummaryIntervals(rows, DEFAULT_CONFIDENCE))
+    bad = [c for c in sane if c.status != "pass"]
+    if bad:
+        rec.refused = "; ".join(c.message for c in bad)
+        ex.append(f"No recommendation: {rec.refused}.")
+        good = good.iloc[0:0]
+    elif len(good):
         ranked = sorted(good.to_dict("records"), key=_sort_key(lower))
         w = ranked[0]
         rec.winner = {k: v for k, v in w.items() if not k.startswith("_")}
@@ -158,6 +176,10 @@ def recommend(summary: pd.DataFrame, metric: str, targets: dict | None = None,
     else:
         ex.append("Nothing meets the targets.")
         ex.extend(_closest(q, opts, metric, ranking))
+    if not bad and confidence is not None and (q["quality_status"] == "inconclusive").any():
+        for _, u in q[q["quality_status"] == "inconclusive"].head(2).iterrows():
+            ex.append(f"Undecided at {confidence:.0%}, so not recommended: {u['candidate']}: "
+                      + next(m for m in u["quality_reasons"] if m.startswith("eval set")))
     ex.extend(_notes(opts))
     base_names = set(summary.get("baseline", pd.Series(dtype=object)).dropna())
     for b in sorted(base_names):
@@ -289,19 +311,31 @@ def pareto(opts: pd.DataFrame, lower: bool) -> pd.DataFrame:
     return pd.DataFrame(keep).sort_values("cost").reset_index(drop=True)
 
 
+UNSET = "suite"
+
+
 def recommend_run(run, targets: dict | None = None, catalog: Catalog | None = None,
-                  calibration: dict | None = None, traffic: Traffic | None = None,
-                  target_names: list[str] | None = None) -> Recommendation:
+                  calibration: dict | None = None, traffic: Traffic | dict | None = None,
+                  target_names: list[str] | None = None,
+                  confidence: float | None | str = UNSET) -> Recommendation:
     """recommend() for a run directory (compress.load_run), with the suite's targets,
-    settings and traffic unless overridden."""
+    settings, traffic and confidence level unless overridden (confidence None: point
+    comparisons)."""
     suite = run.suite
     t = suite.targets.model_dump()
     t.update({k: v for k, v in (targets or {}).items() if v is not None})
+    if confidence == UNSET:
+        confidence = t.get("confidence", DEFAULT_CONFIDENCE)
+    t.pop("confidence", None)
     setting = Setting.of_suite(suite)
+    if isinstance(traffic, dict):  # a plain dict, as in the README and notebooks
+        traffic = Traffic(**traffic)
     if traffic is None and suite.traffic is not None:
         traffic = Traffic(**suite.traffic.model_dump())
+    intervals = run.intervals(confidence) if confidence is not None else None
     return recommend(run.summary(), run.primary_metric, t, catalog, calibration, setting,
                      traffic, target_names, curves=measured_curves(run.measurements),
                      threads=int(suite.latency.threads or 1),
                      quality_batch=suite.quality.batch_size,
-                     seed=int(run.info.seed or 0))
+                     seed=int(run.info.seed or 0), confidence=confidence,
+                     intervals=intervals)

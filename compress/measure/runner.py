@@ -14,7 +14,7 @@ from pathlib import Path
 from compress.artifacts import Artifact
 from compress.errors import MeasureError
 
-MEASURE_VERSION = "2"
+MEASURE_VERSION = "3"  # 3: per-unit results (intervals), quality inputs as served
 
 
 def machine_fingerprint() -> dict:

@@ -140,12 +140,29 @@ def latency(runner, encoder, task: str, texts: list[str], settings: dict) -> lis
 
 # ---------------------------------------------------------------- quality, per task
 
+def quality_feeds(encoder, texts: list[str], req):
+    """The quality pass's inputs, batch by batch, with their encoding.
+
+    `as_served` (the default): the way latency is measured and the model is served, at the
+    suite's first latency batch size, padded to its first sequence length. A dynamically
+    quantized model computes its activation scales over the whole batch, so its outputs
+    depend on what else is in the batch and on the padding: this is the faithful setting.
+    `batched`: quality.batch_size examples at a time, padded to the longest, truncated at
+    quality.max_length (faster; not how a batch-1 service sees inputs).
+    """
+    q, lat = req["quality"], req["latency"]
+    if q.get("inputs", "as_served") == "as_served":
+        size, length, pad = lat["batch_sizes"][0], lat["seq_lens"][0], True
+    else:
+        size, length, pad = q["batch_size"], q["max_length"], False
+    for i in range(0, len(texts), size):
+        yield encoder(texts[i:i + size], length, pad_to_max=pad)
+
+
 def classification(runner, encoder, req) -> tuple[dict, dict, dict]:
-    q = req["quality"]
     texts, gold = req["texts"], req["labels"]
     id2label = json.loads((Path(req["artifact"]) / "config.json").read_text()).get("id2label")
-    logits = np.concatenate([runner(encoder(texts[i:i + q["batch_size"]], q["max_length"]))
-                             for i in range(0, len(texts), q["batch_size"])])
+    logits = np.concatenate([runner(feeds) for feeds in quality_feeds(encoder, texts, req)])
     pred = [str(id2label.get(str(i), i)) if id2label else str(i)
             for i in logits.argmax(-1).tolist()]
     classes = sorted(set(gold))
@@ -155,6 +172,7 @@ def classification(runner, encoder, req) -> tuple[dict, dict, dict]:
                if k.split("[")[0] in req["quality_metrics"]
                or (k.startswith("f1[") and "per_class_f1" in req["quality_metrics"])}
     figures["n_eval"] = len(texts)
+    q = req["quality"]
     if q.get("evaluate_module"):
         figures.update(_evaluate_module(q["evaluate_module"], pred, gold, classes))
     fidelity = {}
@@ -164,6 +182,8 @@ def classification(runner, encoder, req) -> tuple[dict, dict, dict]:
             fidelity["top1_agreement"] = M.top1_agreement(ref["logits"], logits)
         if "kl_divergence" in req["fidelity_metrics"]:
             fidelity["kl_divergence"] = M.kl_divergence(ref["logits"], logits)
+    figures["units"] = {"pred": pred, "n_classes": len(id2label) if id2label
+                        else int(logits.shape[-1])}
     return figures, fidelity, {"logits": logits.astype(np.float32)}
 
 
@@ -178,17 +198,14 @@ def _evaluate_module(path: str, pred, gold, classes) -> dict:
 
 
 def embeddings(runner, encoder, req) -> tuple[dict, dict, dict]:
-    q = req["quality"]
     a, b, score = req["texts"], req["text_pairs"], req["scores"]
     unique = list(dict.fromkeys(a + b))
     index = {t: i for i, t in enumerate(unique)}
-    chunks = []
-    for i in range(0, len(unique), q["batch_size"]):
-        feeds = encoder(unique[i:i + q["batch_size"]], q["max_length"])
-        chunks.append(M.mean_pool(runner(feeds), feeds["attention_mask"]))
+    chunks = [M.mean_pool(runner(feeds), feeds["attention_mask"])
+              for feeds in quality_feeds(encoder, unique, req)]
     emb = np.concatenate(chunks)
     sims = M.cosine_rows(emb[[index[t] for t in a]], emb[[index[t] for t in b]])
-    figures = {"n_eval": len(a)}
+    figures = {"n_eval": len(a), "units": {"sims": sims.tolist()}}
     if "spearman" in req["quality_metrics"]:
         figures["spearman"] = M.spearman(sims, score)
     if "pearson" in req["quality_metrics"]:
@@ -208,6 +225,7 @@ def causal_lm(runner, encoder, req) -> tuple[dict, dict, dict]:
     window = q["max_length"]
     stride = q.get("stride") or max(window // 2, 1)
     nll, correct, argmax, top_ids, top_lp = [], 0, [], [], []
+    win_correct = []
     ref = _reference(req)
     kl_parts = []
     for begin, end, score_from in M.sliding_windows(len(ids), window, stride):
@@ -219,6 +237,7 @@ def causal_lm(runner, encoder, req) -> tuple[dict, dict, dict]:
         nll.append(M.token_nll(scored, targets))
         am = scored.argmax(-1)
         correct += int(np.sum(am == targets))
+        win_correct.append(int(np.sum(am == targets)))
         argmax.append(am)
         tid, tlp = M.topk_reference(scored, f["top_k"])
         top_ids.append(tid)
@@ -235,6 +254,8 @@ def causal_lm(runner, encoder, req) -> tuple[dict, dict, dict]:
     if "next_token_accuracy" in req["quality_metrics"]:
         figures["next_token_accuracy"] = correct / len(nll_all)
     figures["scored_tokens"] = len(nll_all)
+    figures["units"] = {"window_nll": [float(x.sum()) for x in nll],
+                        "window_tokens": [len(x) for x in nll], "window_correct": win_correct}
     fidelity = {}
     if ref is not None:
         if "top1_agreement" in req["fidelity_metrics"]:
@@ -285,6 +306,7 @@ def measure(req) -> dict:
     if hasattr(runner, "cuda_memory"):
         memory.update(runner.cuda_memory())
     quality, fidelity, outputs = QUALITY[task](runner, encoder, req)
+    units = quality.pop("units")  # per-unit results: what the intervals resample
     if req.get("outputs_path"):
         tmp = req["outputs_path"] + ".tmp.npz"
         np.savez(tmp, **outputs)
@@ -292,12 +314,23 @@ def measure(req) -> dict:
     memory["weights_bytes_by_dtype"] = runner.weights_by_dtype(req["artifact"])
     return {
         "status": "ok", "quality": quality, "fidelity": fidelity, "latency": records,
-        "memory": memory,
+        "memory": memory, "units": units, "quality_inputs": _inputs_used(req),
         "env": {"backend": runner.backend, "providers": runner.providers,
                 "requested": runner.requested, "fell_back": runner.fell_back,
                 "device": runner.device, "device_name": runner.device_name,
                 "threads": lat["threads"], **_gpu_env(runner)},
     }
+
+
+def _inputs_used(req) -> dict:
+    q, lat = req["quality"], req["latency"]
+    if req["task"] == "causal-lm":
+        return {"policy": "window", "window": q["max_length"]}
+    if q.get("inputs", "as_served") == "as_served":
+        return {"policy": "as_served", "batch_size": lat["batch_sizes"][0],
+                "seq_len": lat["seq_lens"][0], "padding": "max_length"}
+    return {"policy": "batched", "batch_size": q["batch_size"], "seq_len": q["max_length"],
+            "padding": "longest"}
 
 
 def _gpu_env(runner) -> dict:

@@ -50,6 +50,9 @@ class DistillConfig(StageConfig):
     weight_decay: float = Field(0.01, ge=0)
     batch_size: int = Field(16, ge=1)
     max_length: int = Field(128, ge=8)
+    select: Literal["best", "last"] = Field(
+        "best", description="checkpoint kept: best dev epoch (a tie goes to the later "
+                            "epoch) or the last epoch")
 
     @model_validator(mode="after")
     def _one_student(self):

@@ -31,6 +31,7 @@ class Settings:
     weight_decay: float = 0.01
     batch_size: int = 16
     max_length: int = 128
+    select: str = "best"
 
     @classmethod
     def from_config(cls, config, layer_map=None) -> Settings:
@@ -69,8 +70,8 @@ def train_student(student, teacher, tok, task: str, texts: list[str], labels: li
                           batch_size=s.batch_size, max_length=s.max_length, seed=seed,
                           evaluate=dev_metric, clip_norm=1.0,
                           advance=track("distill", total) if track else (lambda n=1: None),
-                          log=log)
-    out = {k: result[k] for k in ("steps", "history", "best_epoch")}
+                          log=log, select=s.select)
+    out = {k: result[k] for k in ("steps", "history", "best_epoch", "selection")}
     if result["best"] is not None:
         name, value = result["best"]
         out[f"best_{name}"] = value

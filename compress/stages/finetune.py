@@ -1,8 +1,8 @@
 """finetune: train a task head (or the whole model) on labelled data.
 
 This is what makes the demo teacher: the bundled MiniLM is a sentence encoder with no
-classification head. With a dev split it keeps the epoch with the best dev accuracy;
-test data is never read here.
+classification head. With a dev split it keeps the epoch with the best dev accuracy (a
+tie goes to the later epoch; `select: last` keeps the last); test data is never read here.
 """
 
 from __future__ import annotations
@@ -28,6 +28,9 @@ class FinetuneConfig(StageConfig):
     warmup_ratio: float = Field(0.1, ge=0, lt=1, description="linear warm-up share of steps")
     weight_decay: float = Field(0.01, ge=0)
     train: Literal["full", "head"] = Field("full", description="train all weights or the head")
+    select: Literal["best", "last"] = Field(
+        "best", description="checkpoint kept: best dev epoch (a tie goes to the later "
+                            "epoch) or the last epoch")
 
 
 @register
@@ -90,12 +93,13 @@ class Finetune(Stage):
             epochs=config.epochs, total=total, lr=config.lr, weight_decay=config.weight_decay,
             warmup_ratio=config.warmup_ratio, batch_size=config.batch_size,
             max_length=config.max_length, seed=ctx.seed, evaluate=evaluate,
-            advance=ctx.track("finetune", total), log=ctx.log)
+            advance=ctx.track("finetune", total), log=ctx.log, select=config.select)
         model.save_pretrained(out_dir, safe_serialization=True)
         tok.save_pretrained(out_dir)
         best = result["best"]
         return {"train_examples": len(texts), "steps": result["steps"],
                 "history": result["history"], "best_epoch": result["best_epoch"],
+                "selection": result["selection"],
                 "dev_accuracy": best[1] if best else None}
 
 

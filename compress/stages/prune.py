@@ -51,6 +51,10 @@ class PruneConfig(StageConfig):
     recovery_steps: int = Field(0, ge=0, description="distillation steps from the unpruned "
                                                      "model after pruning (0: none)")
     recovery_lr: float = Field(5e-5, gt=0)
+    recovery_select: Literal["best", "last"] = Field(
+        "best", description="recovery checkpoint kept: best epoch on data.dev (agreement "
+                            "with the unpruned model; a tie goes to the later epoch) or the "
+                            "last")
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -87,7 +91,9 @@ class Prune(Stage):
         return Kind.PYTORCH_PRUNED if config.method == "structured" else input_kind
 
     def data_roles(self, config):
-        return {"train": True} if config.needs_data() else {}
+        if not config.needs_data():
+            return {}
+        return {"train": True, "dev": False} if config.recovery_steps else {"train": True}
 
     def run(self, ctx: StageContext, source: Artifact, config: PruneConfig,
             out_dir: Path) -> dict:
@@ -114,8 +120,10 @@ class Prune(Stage):
             checks["recovery"] = train_student(
                 model, teacher, tok, ctx.task, texts, None,
                 Settings(alpha=1.0, lr=config.recovery_lr, max_steps=config.recovery_steps,
-                         batch_size=config.batch_size, max_length=config.max_length),
-                ctx.seed, track=ctx.track, log=ctx.log)
+                         batch_size=config.batch_size, max_length=config.max_length,
+                         select=config.recovery_select),
+                ctx.seed, dev=(ctx.texts("dev"), None) if "dev" in ctx.data else None,
+                track=ctx.track, log=ctx.log)
         if config.method == "magnitude":
             _make_permanent(model)
             checks.update(_sparsity(model))
