@@ -12,6 +12,29 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from compress import quiet, render
+from compress.cli_options import (  # the options and asks shared by the commands
+    CacheDir,
+    Calibration,
+    CatalogFiles,
+    Confidence,
+    LatencyPercentile,
+    MaxDrop,
+    MaxLatencyMs,
+    MaxMemoryMb,
+    MaxRelativeDrop,
+    MaxTpotMs,
+    MaxTtftMs,
+    MinFidelity,
+    MinRecovery,
+    MinValue,
+    PeakFactor,
+    Prices,
+    RequestsPerDay,
+    Sets,
+    _ask,
+    _level,
+    _traffic,
+)
 from compress.errors import CompressError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
@@ -20,26 +43,6 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="
 # piped output (CI logs, files) gets a wide fixed width instead of folding at 80 columns
 console = Console() if sys.stdout.isatty() else Console(width=160)
 err_console = Console(stderr=True, soft_wrap=True)  # messages never fold mid-path
-
-CacheDir = Annotated[Path | None, typer.Option(
-    "--cache-dir", help="artifact cache [default: $COMPRESS_CACHE_DIR or the user cache dir]")]
-Sets = Annotated[list[str] | None, typer.Option(
-    "--set", help="override a recipe setting: key.path=value (repeatable); "
-                  "pipeline.<step id>.with.<setting>=..., suite.<path>=... for the suite")]
-
-# quality / latency / memory thresholds shared by `recommend` and `gate` (override the suite)
-MaxDrop = Annotated[float | None, typer.Option(
-    help="max absolute drop of the primary metric vs the run's baseline")]
-MaxRelativeDrop = Annotated[float | None, typer.Option(help="max relative drop (0.02 = 2%)")]
-MinRecovery = Annotated[float | None, typer.Option(help="min candidate / baseline ratio")]
-MinValue = Annotated[float | None, typer.Option(
-    help="floor of the primary metric (ceiling if lower is better)")]
-MinFidelity = Annotated[float | None, typer.Option(help="floor of top-1 agreement or cosine")]
-MaxLatencyMs = Annotated[float | None, typer.Option(help="max p95 latency (ms)")]
-MaxMemoryMb = Annotated[float | None, typer.Option(help="max memory (MB)")]
-Confidence = Annotated[str | None, typer.Option(
-    help="confidence level of the quality checks (e.g. 0.95), or none for point "
-    "comparisons [default: the suite's targets.confidence, else 0.95]")]
 
 
 @app.callback()
@@ -186,42 +189,6 @@ def calibrate(out: Annotated[Path | None, typer.Option(
     render.calibration(console, result, path, threads)
 
 
-MaxTtftMs = Annotated[float | None, typer.Option(
-    help="causal-lm: time-to-first-token SLO (ms), queue + prefill")]
-MaxTpotMs = Annotated[float | None, typer.Option(
-    help="causal-lm: time-per-output-token SLO (ms)")]
-LatencyPercentile = Annotated[int | None, typer.Option(
-    help="percentile of the latency SLO: 95 or 99 [default: the suite's, else 95]")]
-RequestsPerDay = Annotated[float | None, typer.Option(
-    help="mean traffic; with it, the serving model sizes instances, batching and queueing")]
-PeakFactor = Annotated[float | None, typer.Option(
-    help="peak rate / mean rate (Poisson arrivals at the peak) [default 1]")]
-Prices = Annotated[Path | None, typer.Option(
-    help="YAML prices file: {prices: {T4: {price_per_hour, source}}}; the only way to "
-    "price local-cpu")]
-CatalogFiles = Annotated[list[Path] | None, typer.Option(
-    "--catalog", help="extra catalog YAML, merged by target name")]
-Calibration = Annotated[Path | None, typer.Option(
-    help="calibration JSON [default: the user cache one, if any]")]
-
-
-def _traffic(requests_per_day, peak_factor) -> dict | None:
-    """What the flags say about traffic (a partial profile completes the saved one)."""
-    t = {k: v for k, v in (("requests_per_day", requests_per_day),
-                           ("peak_factor", peak_factor)) if v is not None}
-    return t or None
-
-
-def _ask(prices=None, catalog_file=None, calibration=None, traffic=None, targets=None,
-         target=None):
-    from compress.decide.decision import Ask
-
-    return Ask(catalog_files=[str(c) for c in catalog_file or []] or None,
-               prices=str(prices) if prices else None,
-               calibration=str(calibration) if calibration else None, traffic=traffic,
-               targets=targets, target_names=list(target) if target else None)
-
-
 @app.command()
 def recommend(run_dir: Annotated[Path, typer.Argument(help="a run directory")],
               max_drop: MaxDrop = None, max_relative_drop: MaxRelativeDrop = None,
@@ -253,21 +220,13 @@ def recommend(run_dir: Annotated[Path, typer.Argument(help="a run directory")],
             "min_fidelity": min_fidelity, "max_latency_ms": max_latency_ms,
             "max_memory_mb": max_memory_mb, "latency_percentile": latency_percentile,
             "max_ttft_ms": max_ttft_ms, "max_tpot_ms": max_tpot_ms}
-    from compress.quality_checks import check_thresholds, parse_confidence
-
-    check_thresholds(over, "--")
     ask = _ask(prices, catalog_file, calibration, _traffic(requests_per_day, peak_factor),
                over, target)
-    ask.confidence = parse_confidence(confidence) if confidence is not None else "suite"
+    ask.confidence = _level(confidence)
     previous = D.load(run)
     rec, inputs = D.compute(run, ask)
     if rec.refused:  # a baseline at chance: nothing to recommend, nothing saved
-        if format == "json":
-            sys.stdout.write(json.dumps({"winner": None, "refused": rec.refused,
-                                         "confidence": rec.confidence,
-                                         "explanation": rec.explanation}, indent=2) + "\n")
-        else:
-            err_console.print(f"[red]no recommendation[/red]: {rec.refused}", highlight=False)
+        render.refused(console, err_console, rec, format)
         raise typer.Exit(1)
     saved = D.save(run, rec, inputs)
     if format == "json":
@@ -337,7 +296,6 @@ def gate(run_dir: Annotated[Path, typer.Argument(help="a run directory")],
     from compress.gate import gate as run_gate
     from compress.hardware import calibrate as C
     from compress.hardware.catalog import load_catalog
-    from compress.quality_checks import parse_confidence
 
     thresholds = {"max_drop": max_drop, "max_relative_drop": max_relative_drop,
                   "min_recovery": min_recovery, "min_value": min_value,
@@ -354,8 +312,7 @@ def gate(run_dir: Annotated[Path, typer.Argument(help="a run directory")],
                       calibration=C.load(calibration),
                       ask=_ask(prices, catalog_file, calibration, None, None,
                                [target] if target else None),
-                      confidence=parse_confidence(confidence) if confidence is not None
-                      else "suite")
+                      confidence=_level(confidence))
     md = result.to_markdown()
     for path, text in ((junit, result.to_junit()), (markdown, md),
                        (json_out, result.to_json())):

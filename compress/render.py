@@ -4,7 +4,9 @@ the result here."""
 
 from __future__ import annotations
 
+import json
 import math
+import sys
 
 from rich.console import Console
 from rich.progress import Progress
@@ -191,6 +193,16 @@ def calibration(console: Console, result: dict, path, threads: int) -> None:
     console.print(f"load average before/after: {result['load_average']['before']} / "
                   f"{result['load_average']['after']} (calibrate on a quiet machine)",
                   highlight=False)
+
+
+def refused(console: Console, err_console: Console, rec, format: str) -> None:
+    """A recommendation refused (a baseline at chance): why, as JSON or a message."""
+    if format == "json":
+        sys.stdout.write(json.dumps({"winner": None, "refused": rec.refused,
+                                     "confidence": rec.confidence,
+                                     "explanation": rec.explanation}, indent=2) + "\n")
+    else:
+        err_console.print(f"[red]no recommendation[/red]: {rec.refused}", highlight=False)
 
 
 def recommendation(console: Console, rec, title: str, all_rows: bool = False) -> None:
