@@ -46,7 +46,7 @@ def test_without_finetune_the_labels_come_from_the_model_config(write_recipe, ti
     recipe = RECIPE.replace("model: {model}", f"model: {tiny_bert_cls}").replace(
         """  - id: teacher
     stage: finetune
-    with: {{epochs: 1, batch_size: 8, max_length: 32, lr: 1.0e-3}}
+    with: {{epochs: 10, batch_size: 8, max_length: 32, lr: 3.0e-3}}
   - id: onnx
     stage: export""", """  - id: onnx
     stage: export""").replace("candidates: [teacher, onnx, int8]", "candidates: [onnx, int8]")

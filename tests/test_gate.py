@@ -156,7 +156,7 @@ def test_values_are_the_runs_figures(run_dir, tmp_path):
                      targets=["local-cpu"]).iloc[0]
     assert cost.value == pytest.approx(row["cost_per_1k"]) and cost.value > 0
     # unpriced (the default), the cost check is an error naming the way out, exit 2
-    bare = gate(run_dir, {"max_cost_per_1k": 1.0}, candidates=["tiny"])
+    bare = gate(run_dir, {"max_drop": 1, "max_cost_per_1k": 1.0}, candidates=["tiny"])
     msg = _status(bare, "tiny", "cost.max_cost_per_1k").message
     assert bare.exit_code == 2 and "local-cpu has no price" in msg and "--prices" in msg
 
@@ -221,7 +221,8 @@ def test_a_gate_that_judges_no_quality_is_invalid(run_dir):
     for thr in ({"max_latency_ms": 100}, {"min_fidelity": 0.5}, {"max_cost_per_1k": 1.0}):
         with pytest.raises(InputError, match="ran no quality check"):
             gate(run_dir, thr, candidates=["int8"])
-    r = run_cli("gate", str(run_dir), "--max-latency-ms", "100", timeout=120)
+    r = run_cli("gate", str(run_dir), "--candidate", "int8", "--max-latency-ms", "100",
+                timeout=120)
     assert r.returncode == 2 and "ran no quality check" in r.stderr
     assert "Traceback" not in r.stderr
 

@@ -8,7 +8,7 @@ from compress.stages.quantize import detect_isa
 from tests.conftest import RECIPE
 
 SWEPT = RECIPE.replace(
-    "with: {{epochs: 1, batch_size: 8, max_length: 32, lr: 1.0e-3}}",
+    "with: {{epochs: 10, batch_size: 8, max_length: 32, lr: 3.0e-3}}",
     "with: {{batch_size: 8, max_length: 32}}\n    sweep: {{epochs: [1, 2], lr: [1.0e-3]}}"
 ).replace("with: {{backend: ort-dynamic-int8}}",
           "with: {{backend: ort-dynamic-int8}}\n    sweep: {{per_channel: [false, true]}}")

@@ -232,7 +232,8 @@ def differences(old: DecisionInputs, new: DecisionInputs) -> list[str]:
     out = []
     a, b = old.model_dump(), new.model_dump()
     for key in ("traffic", "targets", "target_names", "setting", "threads", "quality_batch",
-                "seed", "confidence", "serving_model", "calibration", "catalog_files", "price_file"):
+                "seed", "confidence", "serving_model", "calibration", "catalog_files",
+                "price_file"):
         if a[key] != b[key]:
             out.append(f"{key}: {a[key]} (saved) -> {b[key]}")
     changed = [f"{t} {a['prices'].get(t)} -> {b['prices'].get(t)}"
