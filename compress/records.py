@@ -194,6 +194,14 @@ def failed(error: str) -> Measurement:
 
 # ---------------------------------------------------------------- summary row
 
+# columns a row has only when they apply: quality statistics (runs with per-unit
+# results), the kept epoch (stages that trained), a baseline's sanity
+OPTIONAL_COLUMNS = frozenset({
+    "quality_inputs", "kept_epoch", "epochs_run", "selection", "confidence", "quality_units",
+    "n_units", "primary_delta_low", "primary_delta_high", "mcnemar_p", "discordant",
+    "chance_level", "above_chance", "sanity"})
+
+
 class SummaryRow(Record):
     """One candidate's figures side by side. `row()` is the flat dict of results.json and
     `Run.summary()`: quality then fidelity metrics as columns after `error`."""
@@ -260,6 +268,8 @@ class SummaryRow(Record):
         for name in type(self).model_fields:
             if name in ("quality", "fidelity", "quality_bounds"):
                 out.update(getattr(self, name))
+            elif name in OPTIONAL_COLUMNS and getattr(self, name) is None:
+                continue  # only a run that has them (or a trained stage) shows these
             else:
                 out[name] = getattr(self, name)
         return out

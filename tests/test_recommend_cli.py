@@ -31,7 +31,7 @@ def test_recommend_cli_prints_the_winner(run_copy, tmp_path):
     assert win["target"] in {"local-cpu", "T4", "A100-80GB"}
     assert f"Recommended: {win['candidate']} on {win['target']} via {win['runtime']}" in out
     # an impossible quality target: nothing qualifies, said plainly, still exit 0
-    n = run_cli("recommend", str(run_copy), "--max-drop", "-1", "--target", "T4",
+    n = run_cli("recommend", str(run_copy), "--min-value", "2", "--target", "T4",
                 env={"COMPRESS_CALIBRATION": str(tmp_path / "none.json")}, timeout=120)
     assert n.returncode == 0, n.stderr
     assert "Nothing meets the targets." in n.stdout
