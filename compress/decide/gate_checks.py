@@ -3,8 +3,8 @@
 Each check is `pass`, `fail`, `inconclusive` (a quality check whose interval at the
 confidence level straddles the threshold) or `error`; an error is a figure the check needs
 that the run does not have (a missing measurement is never a pass). `candidate_figures`
-gathers what the checks read: the primary metric, fidelity, and latency, memory and cost on the target
-(measured on local-cpu, projected elsewhere).
+gathers what the checks read: the primary metric, fidelity, and latency, memory and cost
+on the target (measured on local-cpu, projected elsewhere).
 """
 
 from __future__ import annotations
