@@ -86,8 +86,8 @@ def test_gate_a_real_run(run_copy, tmp_path):
                   str(tmp_path / "g.xml"), env=env, timeout=120)
     assert rec.returncode == 0, rec.stdout + rec.stderr
     assert "recommendation" in rec.stdout and "PASS" in rec.stdout
-    tight = run_cli("gate", str(run_copy), "--every-candidate", "--max-latency-ms", "1e-6",
-                    env=env, timeout=120)
+    tight = run_cli("gate", str(run_copy), "--every-candidate", "--max-drop", "1.0",
+                    "--max-latency-ms", "1e-6", env=env, timeout=120)
     assert tight.returncode == 1 and "FAIL" in tight.stdout
     # no release named, no saved recommendation: nothing to gate, said so, exit 2
     none = run_cli("gate", str(run_copy), "--max-drop", "1.0", env=env, timeout=120)
