@@ -26,11 +26,17 @@ class YamlSource:
         path = Path(path)
         if not path.is_file():
             raise RecipeError(f"{path}: {what} file not found")
-        text = path.read_text()
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise RecipeError(f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at "
+                              f"offset {exc.start}); save the {what} as UTF-8") from None
+        except OSError as exc:
+            raise RecipeError(f"{path}: cannot read the {what} ({exc.strerror})") from None
         try:
             data = yaml.safe_load(text)
             root = yaml.compose(text, Loader=yaml.SafeLoader)
-        except yaml.YAMLError as exc:
+        except (yaml.YAMLError, RecursionError) as exc:
             mark = getattr(exc, "problem_mark", None)
             line = f":{mark.line + 1}" if mark is not None else ""
             problem = getattr(exc, "problem", None) or str(exc)
@@ -74,6 +80,33 @@ class YamlSource:
         for key in loc:
             value = value[key]
         return value
+
+
+ABSURD = 1e9  # no setting of a recipe or suite is meaningfully this large
+
+
+def refuse_absurd_numbers(data: Any) -> Any:
+    """A pydantic `mode="before"` check shared by recipe, stage and suite models: NaN,
+    infinities and numbers beyond 1e9 are refused before they reach a loop or an
+    allocation (`epochs: 1e308` would otherwise validate as an int and hang the run)."""
+    if isinstance(data, dict):
+        for key, value in data.items():
+            bad = _absurd(value)
+            if bad is not None:
+                raise ValueError(f"{key}: got {bad!r}; expected a finite number of at most "
+                                 f"{ABSURD:.0e} in size")
+    return data
+
+
+def _absurd(value: Any) -> Any:
+    """The first absurd number in value (searched through lists and mappings), or None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return value if value != value or abs(value) > ABSURD else None
+    items = value.values() if isinstance(value, dict) else value if isinstance(
+        value, list) else ()
+    return next((b for b in map(_absurd, items) if b is not None), None)
 
 
 def format_loc(loc: tuple) -> str:
