@@ -437,7 +437,7 @@ def model_cases(mk: Maker, tiny: Path):
     cases = [
         ("no-tokenizer.json", recipe(str(folder(drop=("tokenizer.json",))))),
         ("no-config.json", recipe(str(folder(drop=("config.json",))))),
-        ("config.json-not-json", recipe(str(folder(corrupt=("config.json", b"{oops")))))
+        ("config.json-not-json", recipe(str(folder(corrupt=("config.json", b"{oops"))))),
         ("config.json-non-utf8", recipe(str(folder(corrupt=("config.json", b"\xff\xfe"))))),
         ("missing-gguf", recipe({"source": str(base), "gguf_file": "model.Q4.gguf"})),
         ("revision-on-local-folder", recipe({"source": str(base), "revision": "main"})),
@@ -490,15 +490,31 @@ def run_cases(mk: Maker, run_dir: Path, per_class: int):
                 d = run_copy(name, content)
                 mk.add(f"run-file:{name}", [cmd[0], d, *cmd[1:]], f"{note} ({' '.join(cmd)})")
     # a manifest/results pair that is valid JSON but mutated in one field
-    for _ in range(per_class):
-        tree = copy.deepcopy(manifest)
-        tree2, note = mk.rng.choice([m_wrong_type, m_missing_required])(
-            tree, mk.rng, [("recipe",), ("suite",), ("plan",), ("versions",)])
-        if tree2 is None:
-            continue
-        d = run_copy("manifest.json", json.dumps(tree2))
-        mk.add("run-file:manifest-field", ["show", d], note)
-    del results
+    read = [("recipe",), ("suite",), ("plan",), ("stats",), ("recipe", "resolved"),
+            ("recipe", "resolved", "name"), ("suite", "resolved", "task")]
+    for _ in range(per_class):  # a field the commands read: deleted, or of the wrong type
+        tree, path = copy.deepcopy(manifest), mk.rng.choice(read)
+        if mk.rng.random() < 0.5:
+            _delete(tree, path)
+            note = f"manifest: deleted {'.'.join(path)}"
+        else:
+            _set(tree, path, mk.rng.choice([[1, 2], 7, None]))
+            note = f"manifest: {'.'.join(path)} of the wrong type"
+        d = run_copy("manifest.json", json.dumps(tree))
+        mk.add("run-file:manifest-field", [mk.rng.choice(["show", "gate", "recommend"]), d],
+               note)
+    rows = results["candidates"]
+    fields = ["candidate", "status", "kind", "accuracy", "latency_p50_ms", "size_mb"]
+    for _ in range(per_class):  # a row field the commands read, of the wrong type
+        tree, fld = copy.deepcopy(results), mk.rng.choice(fields)
+        i = mk.rng.randrange(len(rows))
+        tree["candidates"][i][fld] = mk.rng.choice([{"a": 1}, [1], "fast"] if fld not in (
+            "candidate", "kind") else [{"a": 1}, [1], 3])
+        if fld == "status":
+            tree["candidates"][i][fld] = "maybe"
+        d = run_copy("results.json", json.dumps(tree))
+        mk.add("run-file:results-field", [mk.rng.choice(["show", "gate", "recommend"]), d],
+               f"results: candidates[{i}].{fld} of the wrong type")
 
     calib = [("", "empty"), ("[]", "a list"), ("[1, 2, 3]", "list of numbers"),
              ("{", "not JSON"), (b"\xff", "non-UTF-8"), ("{}", "empty object"),

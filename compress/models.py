@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -171,6 +172,14 @@ def _check_folder(folder: Path, gguf: str | None) -> None:
         return
     if not (folder / "config.json").is_file():
         raise InputError(f"{folder}: no config.json; expected a Hugging Face model folder")
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{folder}/config.json: not a readable JSON file "
+                         f"({type(exc).__name__}: {exc})") from None
+    if not isinstance(config, dict):
+        raise InputError(f"{folder}/config.json: expected a JSON object, got "
+                         f"{type(config).__name__}")
     if not (folder / TOKENIZER_FILE).is_file():
         raise InputError(f"{folder}: no {TOKENIZER_FILE}; compress tokenizes every runtime "
                          "with the fast tokenizer's tokenizer.json (save it with "

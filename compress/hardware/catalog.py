@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from compress.errors import InputError
+from compress.yamlsource import refuse_absurd_numbers
 
 CATALOG_FILE = Path(__file__).with_name("catalog.yaml")
 PRECISIONS = ("fp32", "tf32", "fp16", "bf16", "fp8", "int8", "int4")
@@ -25,6 +26,9 @@ PRECISIONS = ("fp32", "tf32", "fp16", "bf16", "fp8", "int8", "int4")
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    _finite = model_validator(mode="before")(classmethod(
+        lambda cls, data: refuse_absurd_numbers(data)))
 
 
 class Defaults(_Strict):
