@@ -7,6 +7,10 @@ both processes contend for the same keys), while a third process loops
 `compress cache --prune --keep-runs 2`. Every second iteration the second run passes
 --force (it swaps in artifacts the first may be reading). After each iteration it counts:
 
+The recipe is tiny on purpose (a 2-step fine-tune of a random 2-layer BERT, then an ONNX
+export with ORT graph optimisation, whose scratch dir used to be deleted by another run's
+cleanup): the point is the contention, not the models.
+
 - corrupt artifacts: entries of the cache that fail `Store.verify()` (digests), plus run
   rows whose artifact exists but does not verify;
 - tracebacks: any "Traceback" in the stderr of any process (runs and prunes);
@@ -59,13 +63,11 @@ data:
 pipeline:
   - id: teacher
     stage: finetune
-    with: {{epochs: 1, batch_size: 8, max_length: 16, lr: 1.0e-3}}
+    with: {{max_steps: 2, batch_size: 8, max_length: 16, lr: 1.0e-3}}
   - id: onnx
     stage: export
-  - id: int8
-    stage: quantize
-    with: {{backend: ort-dynamic-int8}}
-candidates: [teacher, onnx, int8]
+    with: {{optimize: O1}}
+candidates: [teacher, onnx]
 """
 
 

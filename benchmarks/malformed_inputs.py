@@ -138,8 +138,11 @@ def build_tiny(work: Path) -> Path:
     """A tiny random BERT with tokenizer.json, CSV data, a suite and a recipe."""
     import pandas as pd
     import torch
-    from transformers import BertConfig, BertModel, BertTokenizerFast
 
+    from compress.quiet import import_transformers
+
+    tf = import_transformers()
+    BertConfig, BertModel, BertTokenizerFast = tf.BertConfig, tf.BertModel, tf.BertTokenizerFast
     tiny = work / "tiny"
     model = tiny / "tiny-bert"
     model.mkdir(parents=True)
@@ -294,12 +297,17 @@ COUNTS = ("epochs", "batch_size", "iterations", "max_length", "threads", "batch_
           "price_per_hour", "compute_efficiency", "memory_efficiency", "every_k", "limit")
 
 
+AT_LEAST_ONE = {"epochs", "batch_size", "iterations", "max_length", "threads", "batch_sizes",
+                "seq_lens", "gen_tokens", "top_k", "every_k", "limit", "compute_efficiency",
+                "memory_efficiency"}
+
+
 def m_out_of_range(tree, rng, required=None):
     options = [p for p, v in _paths(tree) if p and p[-1] in COUNTS]
     if not options:
         return None, ""
     path = rng.choice(options)
-    value = rng.choice([0, -3, -0.5]) if path[-1] not in ("warmup",) else -1
+    value = rng.choice([0, -3] if path[-1] in AT_LEAST_ONE else [-3, -0.5])
     _set(tree, path, [value] if path[-1] in ("batch_sizes", "seq_lens") else value)
     return tree, f"{path} = {value}"
 

@@ -372,13 +372,14 @@ def recommend(run_dir: Annotated[Path, typer.Argument(help="a run directory")],
             "max_memory_mb": max_memory_mb}
     rec = recommend_run(run, over, cat, cal, traffic, target)
     if format == "json":
-        sys.stdout.write(json.dumps({
+        from compress.store import strict_json
+
+        sys.stdout.write(strict_json({
             "winner": rec.winner, "explanation": rec.explanation,
             "provenance": rec.provenance,
             "options": json.loads(rec.options.to_json(orient="records")),
             "pareto": json.loads(rec.pareto.to_json(orient="records")),
-            "quality": json.loads(rec.quality.to_json(orient="records"))},
-            indent=2, default=str) + "\n")
+            "quality": json.loads(rec.quality.to_json(orient="records"))}) + "\n")
         return
     console.print(f"[bold]{run.manifest['recipe']['resolved']['name']}[/bold]: "
                   f"{rec.metric}, targets {rec.provenance['targets'] or 'none'}")
@@ -597,6 +598,10 @@ def main() -> None:
 
     quiet.configure()
     signal.signal(signal.SIGTERM, _terminated)
+    for stream in (sys.stdout, sys.stderr):  # an ASCII locale must not crash on "→" or "Δ"
+        if "utf" not in (getattr(stream, "encoding", "") or "").lower() \
+                and hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="replace")
     try:
         from compress.envcheck import check_onnxruntime
 

@@ -22,7 +22,6 @@ against it (`--baseline verdict.json`) after the previous run's artifacts are go
 
 from __future__ import annotations
 
-import json
 import math
 import xml.etree.ElementTree as ET
 from dataclasses import asdict, dataclass, field
@@ -95,7 +94,9 @@ class GateResult:
                 "checks": [asdict(c) for c in self.checks], "provenance": self.provenance}
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, default=str)
+        from compress.store import strict_json
+
+        return strict_json(self.to_dict())
 
     def to_junit(self) -> str:
         """JUnit XML: one <testsuite> per candidate, one <testcase> per check."""

@@ -39,7 +39,8 @@ def read_load_info(path: str | Path) -> dict | None:
 
 
 def write_load_info(out_dir: str | Path, info: dict) -> None:
-    (Path(out_dir) / LOAD_FILE).write_text(json.dumps(info, indent=1, sort_keys=True))
+    (Path(out_dir) / LOAD_FILE).write_text(json.dumps(info, indent=1, sort_keys=True),
+                                           encoding="utf-8")
 
 
 def load_for_inference(path: str | Path, task: str, trust_remote_code: bool = False,

@@ -235,3 +235,18 @@ def test_results_json_is_strict_json(tiny_run):
     proc = run_cli("show", str(tiny_run), "--format", "json")
     assert proc.returncode == 0
     json.loads(proc.stdout, parse_constant=lambda c: pytest.fail(f"bare {c} in show"))
+
+
+def test_reports_are_utf8_whatever_the_locale(tiny_run, tmp_path):
+    """JUnit, markdown and the model card are UTF-8 even under an ASCII locale."""
+    env = {"LC_ALL": "C", "PYTHONUTF8": "0"}
+    proc = run_cli("gate", str(tiny_run), "--markdown", str(tmp_path / "s.md"), "--junit",
+                   str(tmp_path / "j.xml"), "--json", str(tmp_path / "v.json"), env=env)
+    assert proc.returncode in (0, 1), proc.stderr
+    assert "Traceback" not in proc.stderr
+    for name in ("s.md", "j.xml", "v.json"):
+        (tmp_path / name).read_bytes().decode("utf-8")
+    proc = run_cli("export", str(tiny_run), "onnx", "--to", str(tmp_path / "card"), env=env)
+    assert proc.returncode == 0, proc.stderr
+    card = (tmp_path / "card" / "README.md").read_bytes().decode("utf-8")
+    assert "→" in card or "none (the model as given)" in card

@@ -163,6 +163,9 @@ def _errors(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors():
         loc = ".".join(str(k) for k in err["loc"]) or "(top level)"
+        if err["type"] == "value_error":
+            parts.append(f"{loc}: {err['msg'].removeprefix('Value error, ')}")
+            continue
         value = repr(err.get("input"))
         value = value if len(value) <= 60 else value[:57] + "..."
         parts.append(f"{loc}: got {value}; expected: {err['msg']}")
