@@ -498,7 +498,7 @@ def run_cases(mk: Maker, run_dir: Path, per_class: int):
                 d = run_copy(name, content)
                 mk.add(f"run-file:{name}", [cmd[0], d, *cmd[1:]], f"{note} ({' '.join(cmd)})")
     # a manifest/results pair that is valid JSON but mutated in one field
-    read = [("recipe",), ("suite",), ("plan",), ("stats",), ("recipe", "resolved"),
+    read = [("recipe",), ("suite",), ("recipe", "resolved"), ("suite", "resolved"),
             ("recipe", "resolved", "name"), ("suite", "resolved", "task")]
     for _ in range(per_class):  # a field the commands read: deleted, or of the wrong type
         tree, path = copy.deepcopy(manifest), mk.rng.choice(read)

@@ -207,8 +207,8 @@ class _SuiteEntry(_Loose):
 class _Manifest(_Loose):
     recipe: _RecipeEntry
     suite: _SuiteEntry
-    plan: dict
-    stats: dict
+    plan: dict = {}
+    stats: dict = {}
 
 
 def _check(model, data, path: Path, what: str) -> None:
@@ -260,7 +260,7 @@ class Run:
 
     @property
     def stats(self) -> dict:
-        return self.manifest["stats"]
+        return self.manifest.get("stats") or {}
 
 
 def load_run(path: str | Path) -> Run:

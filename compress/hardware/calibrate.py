@@ -33,6 +33,7 @@ versions, threads, load average) and what each factor means (`factors`).
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import statistics
@@ -522,11 +523,14 @@ def check_calibration(cal, path: Path) -> None:
         for fld in ("compute_efficiency", "kernel_overhead_us", "host_overhead_us"):
             v = fit.get(fld, {})
             if not isinstance(v, dict) or not all(
-                    isinstance(x, number) and not isinstance(x, bool) for x in v.values()):
-                raise bad(f"classes.{name}.{fld}", "an object of numbers")
+                    isinstance(x, number) and not isinstance(x, bool) and math.isfinite(x)
+                    for x in v.values()):
+                raise bad(f"classes.{name}.{fld}", "an object of finite numbers")
         mem = fit.get("memory_efficiency", 1.0)
-        if not isinstance(mem, number) or isinstance(mem, bool) or not 0 < mem <= 1:
-            raise bad(f"classes.{name}.memory_efficiency", "a number in (0, 1]")
+        if not isinstance(mem, number) or isinstance(mem, bool) or not 0 < mem <= 100 \
+                or not math.isfinite(mem):
+            raise bad(f"classes.{name}.memory_efficiency", "a positive number (a fraction "
+                      "of nominal bandwidth; above 1 where caches beat the nominal figure)")
         for fld in ("gemm_curves", "vector_rates"):
             if not isinstance(fit.get(fld) or {}, dict):
                 raise bad(f"classes.{name}.{fld}", "an object")
