@@ -294,17 +294,40 @@ def calibrate(out: Annotated[Path | None, typer.Option(
                   "--out", help="calibration JSON [default: user cache dir "
                   "(compress/calibration/calibration.json) or $COMPRESS_CALIBRATION]")] = None,
               threads: Annotated[int, typer.Option("--threads", min=1,
-                                                   help="threads, pinned")] = 1):
+                                                   help="threads, pinned")] = 1,
+              device: Annotated[str, typer.Option(
+                  "--device", help="auto (cuda where a CUDA device is available, else cpu), "
+                  "cpu or cuda")] = "auto",
+              target: Annotated[str | None, typer.Option(
+                  "--target", help="cuda: the catalog GPU this device is [default: detected "
+                  "from its name]")] = None):
     """Measure this machine's roofline factors from micro-benchmarks only (~15-40 s): GEMM
     efficiency by size per precision and runtime, attention matmuls, vector-op rates, memory
-    bandwidth, per-kernel and per-call overheads. Run it on a quiet machine."""
+    bandwidth, per-kernel and per-call overheads. Run it on a quiet machine. On a CUDA
+    machine it calibrates the GPU's own class (gpu-h200, gpu-t4, ...; fp32, TF32, fp16,
+    bf16), which is never applied to another GPU model."""
+    from compress.errors import InputError
     from compress.hardware import calibrate as C
 
-    result = C.calibrate(threads=threads)
+    if device not in ("auto", "cpu", "cuda"):
+        raise InputError(f"--device {device!r}: expected auto, cpu or cuda")
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda":
+        from compress.hardware.calibrate_gpu import calibrate_cuda
+
+        result = calibrate_cuda(target=target)
+    else:
+        result = C.calibrate(threads=threads)
     path = C.save(result, out or C.default_path())
     m = result["machine"]
-    console.print(f"calibrated {m['hw_class']} ({m['cpu_model']}, {m['cores']} core(s), "
-                  f"{threads} thread(s)) in {result['wall_time_s']:.1f} s -> {path}")
+    what = (f"{m['gpu_name']}, compute capability {m['compute_capability']}, driver "
+            f"{m.get('driver')}" if "gpu_name" in m else
+            f"{m['cpu_model']}, {m['cores']} core(s), {threads} thread(s)")
+    console.print(f"calibrated {m['hw_class']} ({what}) in {result['wall_time_s']:.1f} s "
+                  f"-> {path}")
     for cls, fit in result["classes"].items():
         t = Table("factor", "value", title=cls, header_style="bold")
         for k, v in fit["compute_efficiency"].items():

@@ -127,8 +127,9 @@ def _time(fn, budget_s: float = 0.12, min_reps: int = 3, max_reps: int = 200) ->
     return statistics.median(times)
 
 
-def size_curve(rows: list[dict], peak: float) -> list[list[float]]:
-    """[[flops per call, efficiency], ...] on CURVE_GRID, inside the measured range.
+def size_curve(rows: list[dict], peak: float, grid=CURVE_GRID) -> list[list[float]]:
+    """[[flops per call, efficiency], ...] on `grid` (log10 flops; CURVE_GRID by default,
+    a GPU's passes a wider one), inside the measured range.
 
     Each row is one timed call (flops, seconds); its efficiency is flops / (peak x s).
     A Gaussian kernel over log10(flops) (CURVE_SIGMA decades) averages log-efficiency, so
@@ -141,7 +142,7 @@ def size_curve(rows: list[dict], peak: float) -> list[list[float]]:
         return []
     x, y = np.array([p[0] for p in pts]), np.array([p[1] for p in pts])
     out = []
-    for g in CURVE_GRID:
+    for g in grid:
         if g < x.min() - 0.125 or g > x.max() + 0.125:
             continue
         w = np.exp(-0.5 * ((x - g) / CURVE_SIGMA) ** 2)

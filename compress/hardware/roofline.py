@@ -57,10 +57,13 @@ class Efficiency:
 
         return interp_log(table, flops_per_call)
 
-    def vector_rate(self, runtime: str, op: str | None, elements_per_call: float
-                    ) -> float | None:
-        """Measured elements per second of the vector op at this size, or None."""
-        table = (self.vector_rates.get(runtime) or {}).get(op or "")
+    def vector_rate(self, runtime: str, op: str | None, elements_per_call: float,
+                    precision: str | None = None) -> float | None:
+        """Measured elements per second of the vector op at this size, or None. A table
+        measured at the op's precision ('runtime:precision', a GPU's 16-bit ops move half
+        the bytes) wins over the runtime's own (fp32)."""
+        table = ((self.vector_rates.get(f"{runtime}:{precision}") or {}).get(op or "")
+                 or (self.vector_rates.get(runtime) or {}).get(op or ""))
         if not table or not elements_per_call:
             return None
         from compress.hardware.calibrate import interp_log
@@ -173,7 +176,7 @@ def project(work: Work, target: Target, runtime: str, eff: Efficiency,
                 e, _ = eff.for_precision(runtime, g.precision)
             c = g.flops / (peak * e)
         elif g.op:
-            rate = eff.vector_rate(runtime, g.op, g.elements_per_call)
+            rate = eff.vector_rate(runtime, g.op, g.elements_per_call, g.precision)
             if rate:
                 c, kernels, how = g.elements / rate, 0, "vector rate"
         m = g.bytes / bw if bw else 0.0
