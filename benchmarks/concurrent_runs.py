@@ -173,28 +173,41 @@ def main() -> int:
                 f"{' (b with --force)' if it % 2 else ''}")
         lines.append(line)
         print(line, flush=True)
+        if args.out:  # after every iteration, so a stopped benchmark still records its count
+            Path(args.out).write_text(report(args, lines, totals, it + 1, t_start))
         for p, _out, err in outs:
             if p.returncode != 0 or "Traceback" in err:
                 print(err[-3000:], file=sys.stderr)
+    text = report(args, lines, totals, args.iterations, t_start)
+    print(text.split("\n# each iteration")[0])
+    print("\n".join(text.strip().splitlines()[-3:]))
+    if args.out:
+        Path(args.out).write_text(text)
+    return 0 if _ok(totals) else 1
+
+
+def _ok(totals: dict) -> bool:
+    return (totals["failed_runs"] == 0 and totals["tracebacks"] == 0
+            and totals["corrupt_artifacts"] == 0 and totals["corrupt_rows"] == 0)
+
+
+def report(args, lines: list[str], totals: dict, done: int, t_start: float) -> str:
     wall = time.perf_counter() - t_start
-    ok = (totals["failed_runs"] == 0 and totals["tracebacks"] == 0
-          and totals["corrupt_artifacts"] == 0 and totals["corrupt_rows"] == 0)
     head = [f"# benchmarks/concurrent_runs.py, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, "
-            f"{platform.node()} ({os.cpu_count()} cores, no GPU)",
+            f"{platform.node()} ({os.cpu_count()} cores, no GPU, load average "
+            f"{os.getloadavg()[0]:.1f})",
             f"# command: .venv/bin/python benchmarks/concurrent_runs.py --iterations "
             f"{args.iterations}",
             "# each iteration: two `compress run` processes of one tiny recipe (new seed, so "
             "every stage is rebuilt and both contend for the same keys; every 2nd iteration "
             "the second passes --force) on one cache, plus a `compress cache --prune "
             "--keep-runs 2` loop"]
-    summary = [f"totals: {json.dumps(totals)}", f"wall: {wall:.0f} s",
+    summary = [f"iterations done: {done} of {args.iterations}",
+               f"totals: {json.dumps(totals)}", f"wall: {wall:.0f} s",
                "expected: 0 failed runs, 0 tracebacks, 0 corrupt artifacts -> "
-               + ("met" if ok else "NOT met")]
-    report = "\n".join(head + lines + summary) + "\n"
-    print("\n".join(summary))
-    if args.out:
-        Path(args.out).write_text(report)
-    return 0 if ok else 1
+               + ("met" if _ok(totals) and done == args.iterations else
+                  "met so far" if _ok(totals) else "NOT met")]
+    return "\n".join(head + lines + summary) + "\n"
 
 
 if __name__ == "__main__":

@@ -639,10 +639,7 @@ def main() -> int:
     build_tiny(work / "pre")  # warm imports
     shutil.rmtree(work / "pre")
     cases = make_cases(work, args.per_class, args.seed, None)
-    (work / "tiny").rename(work / "tiny-yaml")
-    # the run-file classes need a finished run (its assets live beside the tiny ones)
-    build_tiny(work)
-    run_dir = tiny_run(work)
+    run_dir = tiny_run(work)  # the run-file classes need a finished run
     mk = Maker(work, args.seed + 1)
     mk.n = 10_000
     run_cases(mk, run_dir, args.per_class)

@@ -82,6 +82,7 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     """Parse and validate the recipe's schema (`compress.plan.build_plan` checks the rest)."""
     src = YamlSource.load(path)
     apply_overrides(src, [o for o in overrides or [] if not o.startswith("suite.")])
+    src.check_numbers()
     try:
         recipe = Recipe.model_validate(src.data)
     except ValidationError as exc:

@@ -164,6 +164,7 @@ class Suite(_Strict):
 def load_suite(path: str | Path, overrides: list[str] | None = None) -> tuple[Suite, YamlSource]:
     src = YamlSource.load(path, what="suite")
     apply_overrides(src, overrides or [])
+    src.check_numbers()
     try:
         suite = Suite.model_validate(src.data)
     except ValidationError as exc:

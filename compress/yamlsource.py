@@ -73,7 +73,15 @@ class YamlSource:
         return f"{self.path}:{line}" if line else str(self.path)
 
     def error(self, loc: tuple, message: str) -> RecipeError:
-        return RecipeError(f"{self.where(loc)}: {format_loc(loc)}: {message}")
+        field = f"{format_loc(loc)}: " if loc else ""
+        return RecipeError(f"{self.where(loc)}: {field}{message}")
+
+    def check_numbers(self) -> None:
+        """Refuse NaN, infinities and numbers beyond 1e9 anywhere in the document, naming
+        file, line and field (before they reach a loop or an allocation)."""
+        found = find_absurd(self.data)
+        if found is not None:
+            raise self.error(found[0], absurd_message(found[1]))
 
     def get(self, loc: tuple) -> Any:
         value = self.data
@@ -89,24 +97,29 @@ def refuse_absurd_numbers(data: Any) -> Any:
     """A pydantic `mode="before"` check shared by recipe, stage and suite models: NaN,
     infinities and numbers beyond 1e9 are refused before they reach a loop or an
     allocation (`epochs: 1e308` would otherwise validate as an int and hang the run)."""
-    if isinstance(data, dict):
-        for key, value in data.items():
-            bad = _absurd(value)
-            if bad is not None:
-                raise ValueError(f"{key}: got {bad!r}; expected a finite number of at most "
-                                 f"{ABSURD:.0e} in size")
+    found = find_absurd(data) if isinstance(data, dict) else None
+    if found is not None:
+        raise ValueError(f"{format_loc(found[0])}: {absurd_message(found[1])}")
     return data
 
 
-def _absurd(value: Any) -> Any:
-    """The first absurd number in value (searched through lists and mappings), or None."""
+def absurd_message(value: Any) -> str:
+    return f"got {value!r}; expected a finite number of at most {ABSURD:.0e} in size"
+
+
+def find_absurd(value: Any, loc: tuple = ()) -> tuple[tuple, Any] | None:
+    """(path, value) of the first absurd number in a document, or None."""
     if isinstance(value, bool):
         return None
     if isinstance(value, (int, float)):
-        return value if value != value or abs(value) > ABSURD else None
-    items = value.values() if isinstance(value, dict) else value if isinstance(
+        return (loc, value) if value != value or abs(value) > ABSURD else None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(
         value, list) else ()
-    return next((b for b in map(_absurd, items) if b is not None), None)
+    for key, item in items:
+        found = find_absurd(item, loc + (key,))
+        if found is not None:
+            return found
+    return None
 
 
 def format_loc(loc: tuple) -> str:
@@ -140,7 +153,7 @@ def validation_error(src: YamlSource, exc: ValidationError, prefix: tuple = (),
             msg = err["msg"].removeprefix("Value error, ")
         else:
             msg = f"got {_describe_value(err.get('input'))}; expected: {err['msg']}"
-        lines.append(f"{src.where(loc)}: {format_loc(loc)}: {msg}")
+        lines.append(f"{src.where(loc)}: " + (f"{format_loc(loc)}: " if loc else "") + msg)
     return RecipeError("\n".join(lines))
 
 
