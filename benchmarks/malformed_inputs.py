@@ -473,6 +473,9 @@ def override_cases(mk: Maker, tiny: Path):
         mk.add("override", ["validate", recipe, "--set", o], o)
 
 
+GATE_OR_READ = (["show"], ["recommend"], ["gate", "--every-candidate", "--max-drop", "1"])
+
+
 def run_cases(mk: Maker, run_dir: Path, per_class: int):
     """Foreign run files, calibration, catalog, prices and verdict files against a run."""
     folder = run_dir.parent / "mutants"
@@ -491,7 +494,8 @@ def run_cases(mk: Maker, run_dir: Path, per_class: int):
                (json.dumps({"candidates": 3}), "candidates not a list"),
                (json.dumps({"candidates": [{"x": 1}]}), "rows without fields"),
                (json.dumps({"schema": "someone-else/v9", "rows": []}), "another tool's file")]
-    commands = (["show"], ["show", "--format", "json"], ["recommend"], ["gate"], ["report"])
+    commands = (["show"], ["show", "--format", "json"], ["recommend"],
+                ["gate", "--every-candidate", "--max-drop", "1"], ["report"])
     for name in ("results.json", "manifest.json"):
         for content, note in foreign:
             for cmd in commands:
@@ -509,8 +513,7 @@ def run_cases(mk: Maker, run_dir: Path, per_class: int):
             _set(tree, path, mk.rng.choice([[1, 2], 7, None]))
             note = f"manifest: {'.'.join(path)} of the wrong type"
         d = run_copy("manifest.json", json.dumps(tree))
-        mk.add("run-file:manifest-field", [mk.rng.choice(["show", "gate", "recommend"]), d],
-               note)
+        mk.add("run-file:manifest-field", [*mk.rng.choice(GATE_OR_READ), d], note)
     rows = results["candidates"]
     fields = ["candidate", "status", "kind", "accuracy", "latency_p50_ms", "size_mb"]
     for _ in range(per_class):  # a row field the commands read, of the wrong type
@@ -521,7 +524,7 @@ def run_cases(mk: Maker, run_dir: Path, per_class: int):
         if fld == "status":
             tree["candidates"][i][fld] = "maybe"
         d = run_copy("results.json", json.dumps(tree))
-        mk.add("run-file:results-field", [mk.rng.choice(["show", "gate", "recommend"]), d],
+        mk.add("run-file:results-field", [*mk.rng.choice(GATE_OR_READ), d],
                f"results: candidates[{i}].{fld} of the wrong type")
 
     calib = [("", "empty"), ("[]", "a list"), ("[1, 2, 3]", "list of numbers"),
@@ -535,7 +538,8 @@ def run_cases(mk: Maker, run_dir: Path, per_class: int):
         f = mk.path(folder, ".json")
         _write(f, content)
         for cmd in ("recommend", "gate", "report"):
-            mk.add("calibration", [cmd, run_dir, "--calibration", f], f"{note} ({cmd})")
+            extra = ["--every-candidate", "--max-drop", "1"] if cmd == "gate" else []
+            mk.add("calibration", [cmd, run_dir, "--calibration", f, *extra], f"{note} ({cmd})")
 
     catalog_base = ROOT / "compress" / "hardware" / "catalog.yaml"
     prices_base = yaml.safe_dump({"prices": {"T4": {"price_per_hour": 0.5,
@@ -572,7 +576,8 @@ def run_cases(mk: Maker, run_dir: Path, per_class: int):
     for content, note in verdicts:
         f = mk.path(folder, ".json")
         _write(f, content)
-        mk.add("baseline-verdict", ["gate", run_dir, "--baseline", f], note)
+        mk.add("baseline-verdict", ["gate", run_dir, "--every-candidate", "--max-drop", "1",
+                                    "--baseline", f], note)
 
 
 def make_cases(work: Path, per_class: int, seed: int, run_dir: Path | None,

@@ -240,7 +240,8 @@ def test_results_json_is_strict_json(tiny_run):
 def test_reports_are_utf8_whatever_the_locale(tiny_run, tmp_path):
     """JUnit, markdown and the model card are UTF-8 even under an ASCII locale."""
     env = {"LC_ALL": "C", "PYTHONUTF8": "0"}
-    proc = run_cli("gate", str(tiny_run), "--max-drop", "1", "--markdown", str(tmp_path / "s.md"),
+    proc = run_cli("gate", str(tiny_run), "--every-candidate", "--max-drop", "1", "--markdown",
+                   str(tmp_path / "s.md"),
                    "--junit",
                    str(tmp_path / "j.xml"), "--json", str(tmp_path / "v.json"), env=env)
     assert proc.returncode in (0, 1), proc.stderr
