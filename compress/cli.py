@@ -321,6 +321,11 @@ def calibrate(out: Annotated[Path | None, typer.Option(
                   highlight=False)
 
 
+def _text(v) -> str:
+    """A text cell: empty for a missing value (None or a pandas NaN)."""
+    return v if isinstance(v, str) else ""
+
+
 def _f(v, fmt):
     import math
 
@@ -393,7 +398,7 @@ def recommend(run_dir: Annotated[Path, typer.Argument(help="a run directory")],
         opts = opts[opts["status"] != "unsupported"]
     t = Table("candidate", "target", "runtime", "status", "figures", "batch", "p95 ms",
               "inf/s", "mem GB", "$/h", "$ per 1k", *(["inst", "$/month"] if traffic
-                                                   else []), "reason",
+                                                   else []), "efficiency", "reason",
               title="candidate x target (measured = this machine; projected = roofline)",
               header_style="bold")
     qmap = dict(zip(rec.quality["candidate"], rec.quality["passes_quality"], strict=True))
@@ -405,7 +410,8 @@ def recommend(run_dir: Annotated[Path, typer.Argument(help="a run directory")],
                   _f(r["throughput_per_s"], ".1f"), _f(r["memory_gb"], ".2f"),
                   _f(r["price_per_hour"], ".3f"), _f(r["cost_per_1k"], ".6f"),
                   *([_f(r["instances"], ".0f"), _f(r["monthly_cost"], ",.0f")]
-                    if traffic else []), r["reason"] if isinstance(r["reason"], str) else "")
+                    if traffic else []), _text(r.get("efficiency_source")),
+                  _text(r["reason"]))
     console.print(t)
     hidden = (rec.options["status"] == "unsupported").sum()
     if hidden and not all_rows:

@@ -116,7 +116,9 @@ def cost_table(candidates: list[dict], catalog: Catalog, setting: Setting,
                                  "reason": why})
                     continue
                 best, last_reason = None, None
-                for b in (b for b in BATCHES if b <= max_batch):
+                cap = catalog.runtimes[runtime].batch_max.get(model.info.format or "",
+                                                              max_batch)
+                for b in (b for b in BATCHES if b <= min(max_batch, cap)):
                     p = model.project(t, runtime, catalog, setting, b, calibration)
                     need = p.memory_bytes * t.workers
                     if need > t.memory_gb * 1e9:

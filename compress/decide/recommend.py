@@ -171,7 +171,7 @@ def recommend(summary: pd.DataFrame, metric: str, targets: dict | None = None,
 
 def _cal_name(cal):
     if not cal:
-        return "none (published default efficiencies)"
+        return "none (default efficiencies, not calibrated on any hardware class)"
     return f"{cal.get('name')} ({cal.get('created')}, {cal.get('path', 'in memory')})"
 
 
