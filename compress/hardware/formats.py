@@ -157,9 +157,13 @@ def _float_dtype(config: dict, by_dtype: dict[str, int]) -> str:
     return FLOAT_DTYPES.get(str(config.get("torch_dtype") or config.get("dtype")), "fp32")
 
 
-def classify(kind: str, backend: str | None, cfg: dict, ops: set[str], dtype: str
-             ) -> tuple[str | None, str | None]:
-    """(format, why unknown) from the artifact kind, its quantize backend and graph ops."""
+def classify(kind: str, backend: str | None, cfg: dict, ops: set[str], dtype: str,
+             declared: str | None = None) -> tuple[str | None, str | None]:
+    """(format, why unknown): the format the artifact's metadata declares (written by the
+    engine from the quantize backend's `format`); for artifacts built before that, from
+    the artifact kind, its quantize backend's name and its graph ops."""
+    if declared:
+        return declared, None
     b = (backend or "").lower()
     if b in ("fp16", "bf16", "fp8"):
         return b, None
@@ -207,6 +211,6 @@ def inspect_artifact(path: str | Path | None, kind: str) -> ArtifactInfo:
     by_dtype, shapes, ops, nodes = read_weights(p)
     dtype = _float_dtype(config, by_dtype)
     cfg = meta.get("config") or {}
-    fmt, why = classify(kind, cfg.get("backend"), cfg, ops, dtype)
+    fmt, why = classify(kind, cfg.get("backend"), cfg, ops, dtype, meta.get("format"))
     return ArtifactInfo(p, kind, framework, fmt, dtype, config, meta, by_dtype, shapes, ops,
                         nodes, why)
