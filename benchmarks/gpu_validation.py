@@ -296,6 +296,7 @@ def render(meta: dict, rows: list[dict], skipped: list[dict], summary: dict,
              f"{'STOPPED at the deadline' if meta['stopped_at_deadline'] else 'completed'}; "
              f"load average {meta['load_average'].get('start')} -> "
              f"{meta['load_average'].get('end')}",
+             *([f"# {meta['calibration_note']}"] if meta.get("calibration_note") else []),
              f"# measured: median of synchronised calls after a warm-up (forward/prefill: one "
              f"call; decode: one token step with the KV cache); attention "
              f"{meta.get('attn_implementation', '?')}; projected: compress's roofline with "
@@ -455,7 +456,7 @@ def main(argv=None) -> int:
                                          deadline=STARTED + t0 + 0.25 * max_s,
                                          name=f"{target.hw_class}-gpu-validation")
         meta["sections"]["calibration_s"] = now() - t0
-        if calibration.get("stopped_at_deadline"):
+        if calibration["benchmarks"]["torch"].get("stopped_at_deadline"):
             meta["calibration_note"] = "calibration stopped at its share of the deadline"
         C.save(calibration, args.out / f"calibration-{tag}.json")
         if args.device == "cuda":

@@ -92,13 +92,13 @@ def test_deadline_stops_cleanly_and_writes_what_was_measured(tmp_path):
     mod = _script()
     t0 = time.monotonic()
     # a deadline far too short for the plan: it must stop, say so, and still write
-    rc = mod.main(["--device", "cpu", "--out", str(tmp_path), "--max-seconds", "6",
-                   "--models", "minilm,smollm2-135m", "--settings", "1x16,2x16,4x64,8x128"])
+    rc = mod.main(["--device", "cpu", "--out", str(tmp_path), "--max-seconds", "5",
+                   "--models", "minilm", "--settings", "1x16,8x256,16x512,32x512"])
     wall = time.monotonic() - t0
     data = json.loads(next(tmp_path.glob("gpu_validation-*-cpu.json")).read_text())
     assert data["meta"]["stopped_at_deadline"] is True
     assert any(s["why"].startswith("deadline") for s in data["skipped"])
-    assert wall < 6 + 5   # the last job in flight may finish; nothing long starts late
+    assert wall < 5 + 5   # the last job in flight may finish; nothing long starts late
     assert "STOPPED at the deadline" in next(tmp_path.glob("*.txt")).read_text()
     assert rc in (0, 1)   # 1 only when nothing at all was measured
 

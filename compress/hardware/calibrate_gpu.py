@@ -37,7 +37,6 @@ from datetime import UTC, datetime
 import numpy as np
 
 from compress.hardware.calibrate import (
-    CURVE_SIGMA,
     FACTORS,
     _loadavg,
     copy_sizes_mb,
@@ -322,16 +321,14 @@ def calibrate_device(device, target: Target, deadline: float | None = None,
         else 0.0
     info = device_info(device)
     info.update(hw_class=target.hw_class, target=target.name)
-    label = info.get("gpu_name") or info["cpu_model"]
     return {
         "name": name or f"{target.hw_class}-{platform.node()}",
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "device": device.type,
         "machine": info,
         "versions": _versions(),
-        "threads": info.get("threads", 1),
-        "nominal": {"peak_flops": {p: target.peak(p) for p in precisions},
-                    "bandwidth_bytes_s": bw, "target": target.name, "spec": label},
+        "threads": int(info.get("threads", 1)),
+        "nominal": {**{f"peak_{p}_flops": target.peak(p) for p in precisions},
+                    "bandwidth_bytes_s": bw},
         "classes": {target.hw_class: {
             "compute_efficiency": compute,
             "memory_efficiency": mem_eff,
@@ -341,12 +338,10 @@ def calibrate_device(device, target: Target, deadline: float | None = None,
             "vector_rates": rates,
         }},
         "factors": {**FACTORS, "host_overhead_us": "fixed cost per inference call: one tiny "
-                    "op and a device synchronisation, less the tiny op (PyTorch)",
-                    "curve_smoothing_decades": CURVE_SIGMA},
+                    "op and a device synchronisation, less the tiny op (PyTorch)"},
         "load_average": {"before": load_before, "after": _loadavg()},
         "fits": fits,
-        "benchmarks": {"torch": raw},
-        "stopped_at_deadline": raw["stopped_at_deadline"],
+        "benchmarks": {"torch": raw},   # raw["stopped_at_deadline"]: cut short
         "wall_time_s": round(time.perf_counter() - started, 1),
         "method": "PyTorch micro-benchmarks only, on the device (Linear-shaped GEMMs and "
                   "attention-shaped batched matmuls over a grid of sizes per precision, "
