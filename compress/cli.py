@@ -334,54 +334,93 @@ def _f(v, fmt):
     return format(v, fmt)
 
 
+MaxTtftMs = Annotated[float | None, typer.Option(
+    help="causal-lm: time-to-first-token SLO (ms), queue + prefill")]
+MaxTpotMs = Annotated[float | None, typer.Option(
+    help="causal-lm: time-per-output-token SLO (ms)")]
+LatencyPercentile = Annotated[int | None, typer.Option(
+    help="percentile of the latency SLO: 95 or 99 [default: the suite's, else 95]")]
+RequestsPerDay = Annotated[float | None, typer.Option(
+    help="mean traffic; with it, the serving model sizes instances, batching and queueing")]
+PeakFactor = Annotated[float | None, typer.Option(
+    help="peak rate / mean rate (Poisson arrivals at the peak) [default 1]")]
+Prices = Annotated[Path | None, typer.Option(
+    help="YAML prices file: {prices: {T4: {price_per_hour, source}}}; the only way to "
+    "price local-cpu")]
+CatalogFiles = Annotated[list[Path] | None, typer.Option(
+    "--catalog", help="extra catalog YAML, merged by target name")]
+Calibration = Annotated[Path | None, typer.Option(
+    help="calibration JSON [default: the user cache one, if any]")]
+
+
+def _traffic(requests_per_day, peak_factor) -> dict | None:
+    """What the flags say about traffic (a partial profile completes the saved one)."""
+    t = {k: v for k, v in (("requests_per_day", requests_per_day),
+                           ("peak_factor", peak_factor)) if v is not None}
+    return t or None
+
+
+def _ask(prices=None, catalog_file=None, calibration=None, traffic=None, targets=None,
+         target=None):
+    from compress.decide.decision import Ask
+
+    return Ask(catalog_files=[str(c) for c in catalog_file or []] or None,
+               prices=str(prices) if prices else None,
+               calibration=str(calibration) if calibration else None, traffic=traffic,
+               targets=targets, target_names=list(target) if target else None)
+
+
 @app.command()
 def recommend(run_dir: Annotated[Path, typer.Argument(help="a run directory")],
               max_drop: MaxDrop = None, max_relative_drop: MaxRelativeDrop = None,
               min_recovery: MinRecovery = None, min_value: MinValue = None,
               min_fidelity: MinFidelity = None, max_latency_ms: MaxLatencyMs = None,
-              max_memory_mb: MaxMemoryMb = None,
-              requests_per_day: Annotated[float | None, typer.Option()] = None,
-              peak_factor: Annotated[float, typer.Option()] = 1.0,
-              prices: Annotated[Path | None, typer.Option(help="YAML prices file: "
-                                                          "{prices: {T4: {price_per_hour, "
-                                                          "source}}}")] = None,
-              catalog_file: Annotated[list[Path] | None, typer.Option(
-                  "--catalog", help="extra catalog YAML, merged by target name")] = None,
-              calibration: Annotated[Path | None, typer.Option(
-                  help="calibration JSON [default: the user cache one, if any]")] = None,
+              max_memory_mb: MaxMemoryMb = None, latency_percentile: LatencyPercentile = None,
+              max_ttft_ms: MaxTtftMs = None, max_tpot_ms: MaxTpotMs = None,
+              requests_per_day: RequestsPerDay = None, peak_factor: PeakFactor = None,
+              prices: Prices = None, catalog_file: CatalogFiles = None,
+              calibration: Calibration = None,
               target: Annotated[list[str] | None, typer.Option(
                   "--target", help="only these targets (repeatable)")] = None,
               all_rows: Annotated[bool, typer.Option("--all", help="also list unsupported "
                                                      "and failing pairs")] = False,
               format: Annotated[str, typer.Option("--format", help="table or json")] = "table"):
-    """Recommend the cheapest candidate x target that meets the quality, latency and memory
-    targets (suite targets unless overridden), with cost per 1k inferences."""
-    from compress.decide.cost import Traffic
-    from compress.decide.recommend import recommend_run
-    from compress.hardware import calibrate as C
-    from compress.hardware.catalog import load_catalog
+    """Recommend the cheapest candidate x target that meets the quality targets and the
+    latency SLO under the traffic (suite settings unless overridden), and save it with every
+    input as RUN_DIR/recommendation.json (read by gate, report and export)."""
+    from compress.decide import decision as D
+    from compress.errors import InputError
     from compress.results import load_run
 
+    if latency_percentile not in (None, 95, 99):
+        raise InputError(f"--latency-percentile {latency_percentile}: expected 95 or 99")
     run = load_run(run_dir)
-    cat = load_catalog(catalog_file or [], prices)
-    cal = C.load(calibration)
-    traffic = Traffic(requests_per_day, peak_factor) if requests_per_day else None
     over = {"max_drop": max_drop, "max_relative_drop": max_relative_drop,
             "min_recovery": min_recovery, "min_value": min_value,
             "min_fidelity": min_fidelity, "max_latency_ms": max_latency_ms,
-            "max_memory_mb": max_memory_mb}
-    rec = recommend_run(run, over, cat, cal, traffic, target)
+            "max_memory_mb": max_memory_mb, "latency_percentile": latency_percentile,
+            "max_ttft_ms": max_ttft_ms, "max_tpot_ms": max_tpot_ms}
+    previous = D.load(run)
+    rec, inputs = D.compute(run, _ask(prices, catalog_file, calibration,
+                                      _traffic(requests_per_day, peak_factor), over, target))
+    saved = D.save(run, rec, inputs)
     if format == "json":
-        sys.stdout.write(json.dumps({
-            "winner": rec.winner, "explanation": rec.explanation,
-            "provenance": rec.provenance,
-            "options": json.loads(rec.options.to_json(orient="records")),
-            "pareto": json.loads(rec.pareto.to_json(orient="records")),
-            "quality": json.loads(rec.quality.to_json(orient="records"))},
-            indent=2, default=str) + "\n")
+        sys.stdout.write(json.dumps(D.load(run).model_dump(mode="json"), indent=2) + "\n")
         return
-    console.print(f"[bold]{run.manifest['recipe']['resolved']['name']}[/bold]: "
-                  f"{rec.metric}, targets {rec.provenance['targets'] or 'none'}")
+    print_recommendation(rec, run.manifest["recipe"]["resolved"]["name"], all_rows)
+    note = ""
+    if previous is not None:
+        diff = D.differences(previous.inputs, inputs)
+        note = (" (replaces the previous one; inputs changed: " + "; ".join(diff) + ")"
+                if diff else " (replaces the previous one; same inputs)")
+    console.print(f"saved: {saved}{note}", highlight=False)
+
+
+def print_recommendation(rec, title: str, all_rows: bool = False) -> None:
+    """The recommendation as tables: explanation, quality, candidate x target, Pareto."""
+    traffic = rec.provenance.get("traffic")
+    console.print(f"[bold]{title}[/bold]: {rec.metric}, targets "
+                  f"{rec.provenance['targets'] or 'none'}")
     for line in rec.explanation:
         console.print(("[green]" if line.startswith("Recommended") else "") + line
                       + ("[/green]" if line.startswith("Recommended") else ""),
@@ -396,22 +435,41 @@ def recommend(run_dir: Annotated[Path, typer.Argument(help="a run directory")],
     opts = rec.options
     if not all_rows:
         opts = opts[opts["status"] != "unsupported"]
-    t = Table("candidate", "target", "runtime", "status", "figures", "batch", "p95 ms",
-              "inf/s", "mem GB", "$/h", "$ per 1k", *(["inst", "$/month"] if traffic
-                                                   else []), "efficiency", "reason",
-              title="candidate x target (measured = this machine; projected = roofline)",
-              header_style="bold")
+    causal = "cost_per_1m_tokens" in opts and opts["cost_per_1m_tokens"].notna().any()
+    serving = traffic is not None
+    cols = ["candidate", "target", "runtime", "status", "figures"]
+    cols += (["inst x wk", "max batch", "delay ms", "util", "p95 ms", "p99 ms"] if serving
+             else ["batch", "p95 ms", "inf/s"])
+    cols += ["$/h", "$ per 1k"] + (["$ per 1M tok"] if causal else []) \
+        + (["$/month"] if serving else []) + ["efficiency", "note"]
+    t = Table(*cols, title="candidate x target (measured = this machine; projected = "
+              "roofline)" + ("; end-to-end latency under Poisson traffic at the peak"
+                             if serving else ""), header_style="bold")
     qmap = dict(zip(rec.quality["candidate"], rec.quality["passes_quality"], strict=True))
     for _, r in opts.iterrows():
         status = r["status"] if qmap.get(r["candidate"]) or r["status"] != "ok" \
             else "quality"
-        t.add_row(r["candidate"], r["target"], str(r["runtime"]), status, r["provenance"],
-                  _f(r["batch_size"], ".0f"), _f(r["latency_p95_ms"], ".2f"),
-                  _f(r["throughput_per_s"], ".1f"), _f(r["memory_gb"], ".2f"),
-                  _f(r["price_per_hour"], ".3f"), _f(r["cost_per_1k"], ".6f"),
-                  *([_f(r["instances"], ".0f"), _f(r["monthly_cost"], ",.0f")]
-                    if traffic else []), _text(r.get("efficiency_source")),
-                  _text(r["reason"]))
+        cells = [r["candidate"], r["target"], str(r["runtime"]), status, r["provenance"]]
+        if serving:
+            inst = (f"{_f(r['instances'], '.0f')} x {_f(r['workers'], '.0f')}"
+                    if _f(r.get("instances"), ".0f") != "-" else "-")
+            cells += [inst, _f(r.get("max_batch"), ".0f"), _f(r.get("max_queue_delay_ms"), "g"),
+                      _f(r.get("utilisation"), ".0%"), _f(r["latency_p95_ms"], ".1f"),
+                      _f(r.get("latency_p99_ms"), ".1f")]
+        else:
+            cells += [_f(r["batch_size"], ".0f"), _f(r["latency_p95_ms"], ".2f"),
+                      _f(r["throughput_per_s"], ".1f")]
+        cells += [_f(r["price_per_hour"], ".3f"), _f(r["cost_per_1k"], ".6f")]
+        if causal:
+            cells.append(_f(r.get("cost_per_1m_tokens"), ".4f"))
+        if serving:
+            cells.append(_f(r["monthly_cost"], ",.0f"))
+        notes = [x for x in (r.get("reason"), r.get("composition")) if isinstance(x, str)]
+        if r["status"] == "no price":
+            notes = ["not priced"]
+        cells.append(_text(r.get("efficiency_source")))
+        cells.append("; ".join(notes))
+        t.add_row(*cells)
     console.print(t)
     hidden = (rec.options["status"] == "unsupported").sum()
     if hidden and not all_rows:
@@ -433,10 +491,12 @@ def recommend(run_dir: Annotated[Path, typer.Argument(help="a run directory")],
     console.print(f"catalog: {', '.join(p['catalog_files'])}; prices: "
                   f"{', '.join(p['price_files']) or 'catalog defaults'}"
                   + (f" [{'; '.join(changed)}]" if changed else "")
-                  + f"; calibration: {p['calibration']}; traffic: {p['traffic'] or 'none'}",
+                  + f"; calibration: {p['calibration']}; traffic: {traffic or 'none'}",
                   highlight=False)
     console.print("quality and local-cpu latency are measured; every other latency, "
-                  "throughput and cost figure is projected (roofline).", highlight=False)
+                  "throughput and cost figure is projected (roofline)"
+                  + ("; queueing and batching are simulated (seeded)" if serving else "")
+                  + ".", highlight=False)
 
 
 @app.command()
@@ -449,10 +509,14 @@ def gate(run_dir: Annotated[Path, typer.Argument(help="a run directory")],
              help="the previous release's candidate to compare with [default: same name]")
          ] = None,
          candidate: Annotated[list[str] | None, typer.Option(
-             "--candidate", help="check only these candidates (repeatable) "
-             "[default: every candidate that is not only a baseline]")] = None,
+             "--candidate", help="check these candidates (repeatable) [default: the release "
+             "candidate: the recipe's `release:`, else the saved recommendation's]")] = None,
          recommended: Annotated[bool, typer.Option(
-             "--recommended", help="check the recommended candidate x target pair")] = False,
+             "--recommended", help="check the saved recommendation's candidate x target "
+             "pair, even when the recipe names a release")] = False,
+         every_candidate: Annotated[bool, typer.Option(
+             "--every-candidate", help="check every candidate that is not only a baseline, "
+             "exploratory ones included")] = False,
          target: Annotated[str | None, typer.Option(
              help="hardware target for latency, memory and cost (projected) "
              "[default: local-cpu, measured]")] = None,
@@ -469,20 +533,18 @@ def gate(run_dir: Annotated[Path, typer.Argument(help="a run directory")],
              help="with --baseline: max relative rise of cost per 1k (0.05 = 5%)")] = None,
          max_latency_increase: Annotated[float | None, typer.Option(
              help="with --baseline: max relative rise of p95 latency")] = None,
-         prices: Annotated[Path | None, typer.Option(help="YAML prices file")] = None,
-         catalog_file: Annotated[list[Path] | None, typer.Option(
-             "--catalog", help="extra catalog YAML, merged by target name")] = None,
-         calibration: Annotated[Path | None, typer.Option(
-             help="calibration JSON [default: the user cache one, if any]")] = None,
+         prices: Prices = None, catalog_file: CatalogFiles = None,
+         calibration: Calibration = None,
          junit: Annotated[Path | None, typer.Option(help="write JUnit XML here")] = None,
          markdown: Annotated[Path | None, typer.Option(
              help="write the markdown summary here (also appended to "
              "$GITHUB_STEP_SUMMARY when set)")] = None,
          json_out: Annotated[Path | None, typer.Option(
              "--json", help="write the JSON verdict here")] = None):
-    """Gate a release: check candidates against thresholds (the suite's targets unless
-    overridden) and optionally against a previous release. Exit 0 all pass, 1 a check
-    fails, 2 the run/suite is invalid or a needed measurement is missing."""
+    """Gate a release: check the release candidate (the recipe's `release:`, else the saved
+    recommendation's pair) against thresholds (the suite's targets unless overridden) and
+    optionally against a previous release. Exit 0 all pass, 1 a check fails, 2 the
+    run/suite is invalid, nothing is named to gate, or a needed figure is missing."""
     import os
 
     from compress.gate import gate as run_gate
@@ -497,10 +559,13 @@ def gate(run_dir: Annotated[Path, typer.Argument(help="a run directory")],
                   "max_cost_increase": max_cost_increase,
                   "max_latency_increase": max_latency_increase}
     result = run_gate(run_dir, thresholds, suite=suite, candidates=candidate,
-                      recommended=recommended, target=target, baseline=baseline,
+                      recommended=recommended, every_candidate=every_candidate,
+                      target=target, baseline=baseline,
                       baseline_candidate=baseline_candidate,
                       catalog=load_catalog(catalog_file or [], prices),
-                      calibration=C.load(calibration))
+                      calibration=C.load(calibration),
+                      ask=_ask(prices, catalog_file, calibration, None, None,
+                               [target] if target else None))
     md = result.to_markdown()
     for path, text in ((junit, result.to_junit()), (markdown, md),
                        (json_out, result.to_json())):
@@ -519,6 +584,8 @@ def gate(run_dir: Annotated[Path, typer.Argument(help="a run directory")],
                   ch.provenance or "-",
                   f"[{colour[ch.status]}]{ch.status}[/{colour[ch.status]}] {ch.message}")
     console.print(t)
+    if result.recommended and result.recommended.get("decision"):
+        console.print(result.recommended["decision"], highlight=False)
     c = result.counts()
     console.print(f"[{colour[result.verdict]}]{result.verdict.upper()}[/{colour[result.verdict]}]"
                   f": {c['pass']} passed, {c['fail']} failed, {c['error']} error(s)"
@@ -535,52 +602,57 @@ def export_cmd(run_dir: Annotated[Path, typer.Argument(help="a run directory")],
                to: Annotated[Path, typer.Option("--to", help="destination directory "
                                                 "(new or empty)")] = ...,
                recommended: Annotated[bool, typer.Option(
-                   "--recommended", help="export the recommended candidate (suite targets)")
-               ] = False,
-               prices: Annotated[Path | None, typer.Option(help="YAML prices file")] = None,
-               calibration: Annotated[Path | None, typer.Option(
-                   help="calibration JSON [default: the user cache one, if any]")] = None,
+                   "--recommended", help="export the recommended candidate (the saved "
+                   "recommendation)")] = False,
+               format: Annotated[str, typer.Option(
+                   "--format", help="hf: the model, tokenizer and a model card; triton: a "
+                   "Triton model repository with the recommended serving configuration "
+                   "(ONNX candidates)")] = "hf",
+               requests_per_day: RequestsPerDay = None, peak_factor: PeakFactor = None,
+               prices: Prices = None, catalog_file: CatalogFiles = None,
+               calibration: Calibration = None,
+               target: Annotated[list[str] | None, typer.Option(
+                   "--target", help="only these targets (repeatable)")] = None,
                cache_dir: CacheDir = None):
     """Write a deployable directory: the model in its runnable format, tokenizer, config and
-    a README.md model card with the measured figures and provenance."""
+    a README.md model card with the measured figures and provenance (or, with --format
+    triton, a Triton model repository). The recommendation is the saved one; options that
+    differ from its inputs recompute it, and the output says what differs."""
     from compress.export import export
-    from compress.hardware import calibrate as C
-    from compress.hardware.catalog import load_catalog
 
-    out = export(run_dir, candidate, to=to, recommended=recommended,
-                 catalog=load_catalog([], prices) if recommended else None,
-                 calibration=C.load(calibration) if recommended else None,
+    out = export(run_dir, candidate, to=to, recommended=recommended, format=format,
+                 ask=_ask(prices, catalog_file, calibration,
+                          _traffic(requests_per_day, peak_factor), None, target),
                  cache_dir=cache_dir)
     extra = (f" (recommended on {out.recommended['target']})" if out.recommended else "")
+    what = ("Triton model repository" if format == "triton" else "model card README.md")
     console.print(f"exported {out.candidate} ({out.kind}){extra} -> {out.path}: "
-                  f"{len(out.files)} file(s), model card README.md", highlight=False)
+                  f"{len(out.files)} file(s), {what}", highlight=False)
+    if out.recommended:
+        console.print(out.recommended["decision"], highlight=False)
 
 
 @app.command()
 def report(run_dir: Annotated[Path, typer.Argument(help="a run directory")],
            out: Annotated[Path | None, typer.Option(
                "--out", help="HTML file [default: RUN_DIR/report.html]")] = None,
-           requests_per_day: Annotated[float | None, typer.Option()] = None,
-           peak_factor: Annotated[float, typer.Option()] = 1.0,
-           prices: Annotated[Path | None, typer.Option(help="YAML prices file")] = None,
-           catalog_file: Annotated[list[Path] | None, typer.Option(
-               "--catalog", help="extra catalog YAML, merged by target name")] = None,
-           calibration: Annotated[Path | None, typer.Option(
-               help="calibration JSON [default: the user cache one, if any]")] = None):
+           requests_per_day: RequestsPerDay = None, peak_factor: PeakFactor = None,
+           prices: Prices = None, catalog_file: CatalogFiles = None,
+           calibration: Calibration = None,
+           target: Annotated[list[str] | None, typer.Option(
+               "--target", help="only these targets (repeatable)")] = None):
     """Write one self-contained HTML report (recommendation, candidates, Pareto and cost
-    plots, prices, provenance); the plots are also saved as PNG and SVG beside it."""
-    from compress.decide.cost import Traffic
-    from compress.hardware import calibrate as C
-    from compress.hardware.catalog import load_catalog
+    plots, prices, provenance); the plots are also saved as PNG and SVG beside it. The
+    recommendation is the saved one; options that differ from its inputs recompute it."""
     from compress.report import build_report
 
-    r = build_report(run_dir, out, catalog=load_catalog(catalog_file or [], prices),
-                     calibration=C.load(calibration),
-                     traffic=Traffic(requests_per_day, peak_factor) if requests_per_day
-                     else None)
+    r = build_report(run_dir, out, ask=_ask(prices, catalog_file, calibration,
+                                            _traffic(requests_per_day, peak_factor), None,
+                                            target))
     plots = sorted(p for ps in r.plots.values() for p in ps)
     console.print(f"report: {r.path} (plots: {plots[0].parent if plots else '-'}, "
                   f"{len(plots)} file(s))", highlight=False)
+    console.print(r.decision, highlight=False)
 
 
 def main() -> None:

@@ -107,15 +107,17 @@ def model_card(run: Run, row: dict, base: dict | None, rec: dict | None,
         lines += ["## Recommended for", "",
                   f"The cheapest candidate x target meeting the targets: **{name}** on "
                   f"**{rec['target']}** via {rec.get('runtime')} ({rec.get('provenance')}), "
-                  f"${_fmt(rec.get('cost_per_1k'), '.6f')} per 1,000 inferences at batch "
+                  f"${_fmt(rec.get('cost_per_1k'), '.6f')} per 1,000 inferences, max batch "
                   f"{_fmt(rec.get('batch_size'), '.0f')}, p95 "
                   f"{_fmt(rec.get('latency_p95_ms'), '.2f')} ms.", "",
                   "Targets: " + (", ".join(f"`{k}: {v}`" for k, v in rec["targets"].items())
                                  or "none") + ".", ""]
         lines += [f"- {line}" for line in rec["explanation"]]
+        if rec.get("serving"):
+            lines += ["", f"Serving configuration: {rec['serving']}."]
         lines += ["", f"Prices: {rec['prices']}; calibration: {rec['calibration']}. Figures "
-                  "on other targets than local-cpu are projected (roofline), not measured.",
-                  ""]
+                  "on other targets than local-cpu are projected (roofline), not measured. "
+                  f"Decision: {rec.get('decision')}.", ""]
     versions = run.manifest.get("versions") or {}
     by_key = {n["key"]: n for n in run.manifest.get("plan", {}).get("nodes", [])}
     steps, key = [], row.get("artifact_key")
@@ -137,24 +139,59 @@ def model_card(run: Run, row: dict, base: dict | None, rec: dict | None,
     return "\n".join(lines)
 
 
+def _serving_row(decision, candidate: str) -> dict | None:
+    """The decision's row for this candidate: the winner's, else its cheapest runnable."""
+    r = decision.rec
+    if r.winner and r.winner["candidate"] == candidate:
+        return r.winner
+    o = r.options
+    o = o[(o["candidate"] == candidate) & (o["status"].isin(["ok", "no price"]))]
+    if not len(o):
+        return None
+    key = "monthly_cost" if o["monthly_cost"].notna().any() else "cost_per_1k"
+    return o.sort_values(key, na_position="last").iloc[0].to_dict()
+
+
+def _triton_serving(row: dict | None, threads: int):
+    from compress.triton import ServingConfig
+
+    def num(v, default=None):
+        return default if v is None or (isinstance(v, float) and v != v) else v
+
+    if row is None:
+        raise InputError("no serving configuration for this candidate in the recommendation "
+                         "(run `compress recommend RUN --requests-per-day N` first)")
+    b = int(num(row.get("max_batch"), num(row.get("batch_size"), 1)))
+    pref = num(row.get("preferred_batch_sizes"), None) or [b]
+    gpu = str(row.get("runtime") or "").endswith(("cuda", "tensorrt"))
+    return ServingConfig(b, float(num(row.get("max_queue_delay_ms"), 0.0)),
+                         tuple(int(x) for x in pref), int(num(row.get("workers"), 1)),
+                         threads, "KIND_GPU" if gpu else "KIND_CPU",
+                         int(num(row.get("instances"), 0)) or None)
+
+
 def export(run: Run | str | Path, candidate: str | None = None, *, to: str | Path,
-           recommended: bool = False, targets: dict | None = None, catalog=None,
-           calibration: dict | None = None, cache_dir: str | Path | None = None) -> Exported:
-    """Write CANDIDATE (or the recommended one) of a run as a deployable directory."""
+           recommended: bool = False, ask=None, format: str = "hf",
+           cache_dir: str | Path | None = None) -> Exported:
+    """Write CANDIDATE (or the recommended one) of a run as a deployable directory
+    (`format="hf"`), or as a Triton model repository (`format="triton"`, ONNX candidates)
+    whose config.pbtxt carries the recommendation's serving configuration. The
+    recommendation is the run's saved one; `ask` (decision.Ask) recomputes it with other
+    inputs."""
+    from compress.decide.decision import decide
     from compress.store import default_cache_dir
 
+    if format not in ("hf", "triton"):
+        raise InputError(f"--format {format!r}: expected hf or triton")
     run = run if isinstance(run, Run) else load_run(run)
     names = [r["candidate"] for r in run.rows]
     if recommended == (candidate is not None):
         raise InputError("name one candidate or pass --recommended"
                          f" (candidates: {', '.join(names)})")
     rec = None
+    decision = decide(run, ask) if recommended or format == "triton" else None
     if recommended:
-        from compress.decide.recommend import recommend_run
-        from compress.hardware.catalog import load_catalog
-
-        catalog = catalog or load_catalog()
-        r = recommend_run(run, targets, catalog, calibration)
+        r = decision.rec
         if r.winner is None:
             raise CompressError("nothing meets the targets, so nothing is recommended: "
                                 + "; ".join(r.explanation[1:3]))
@@ -167,7 +204,8 @@ def export(run: Run | str | Path, candidate: str | None = None, *, to: str | Pat
                "prices": (", ".join(p["price_files"]) or "catalog defaults")
                + f" ({r.winner['target']}: ${r.winner.get('price_per_hour')}/h, "
                  f"{r.winner.get('price_source')})",
-               "calibration": p["calibration"]}
+               "calibration": p["calibration"], "decision": decision.describe(),
+               "serving": r.winner.get("serving")}
     if candidate not in names:
         raise InputError(f"candidate {candidate!r} is not in the run "
                          f"(candidates: {', '.join(names)})")
@@ -194,6 +232,30 @@ def export(run: Run | str | Path, candidate: str | None = None, *, to: str | Pat
         raise InputError(f"--to {dest}: exists and is not empty")
     tmp = dest.parent / f".{dest.name}.{uuid.uuid4().hex[:8]}.tmp"
     dest.parent.mkdir(parents=True, exist_ok=True)
+    if format == "triton":
+        from compress.triton import write_repository
+
+        serving = _triton_serving(_serving_row(decision, candidate),
+                                  int((run.manifest["suite"]["resolved"].get("latency") or {})
+                                      .get("threads") or 1))
+        model_name = "".join(c if c.isalnum() or c in "-_" else "_" for c in candidate)
+        try:
+            write_repository(src, tmp, model_name, serving)
+            (tmp / "README.md").write_text(
+                f"# Triton model repository: {candidate}\n\n"
+                f"`{model_name}/config.pbtxt` serves it with max batch {serving.max_batch}, "
+                f"max queue delay {serving.max_queue_delay_ms:g} ms and {serving.workers} "
+                f"instance(s) of {serving.threads} thread(s) ({serving.kind}); "
+                f"{serving.instances or 1} machine(s) at the peak. {decision.describe()}."
+                "\n")
+            files = sorted(str(f.relative_to(tmp)) for f in tmp.rglob("*") if f.is_file())
+            if dest.exists():
+                dest.rmdir()
+            tmp.rename(dest)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+        return Exported(dest, candidate, row["kind"], files, rec)
     try:
         shutil.copytree(src, tmp, ignore=lambda d, fs: [f for f in fs if f in LEFT_BEHIND])
         files = sorted(str(f.relative_to(tmp)) for f in tmp.rglob("*") if f.is_file())

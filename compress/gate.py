@@ -133,6 +133,8 @@ class GateResult:
                       f"{r.get('runtime')}.", ""]
         if self.baseline:
             lines += [f"Compared with the previous release: `{self.baseline}`.", ""]
+        if self.recommended and self.recommended.get("decision"):
+            lines += [f"Decision: {self.recommended['decision']}.", ""]
         lines += ["| candidate | check | value | threshold | figures | result |",
                   "|---|---|---:|---:|---|---|"]
         for ch in self.checks:
@@ -389,14 +391,32 @@ def _previous(path: str | Path, target: str, catalog, calibration, thr) -> dict[
     return candidate_figures(prev, prev.rows, target, catalog, calibration, thr)
 
 
+def release_candidate(run: Run) -> str | None:
+    """The candidate the recipe releases (`release:`), if it names one."""
+    name = (run.manifest.get("recipe", {}).get("resolved") or {}).get("release")
+    if name is None:
+        return None
+    names = [r["candidate"] for r in run.rows]
+    if name not in names:
+        raise InputError(f"{run.manifest['recipe'].get('path')}: release: {name!r} is not a "
+                         f"candidate of the run (candidates: {', '.join(names)})")
+    return name
+
+
 def gate(run: Run | str | Path, thresholds: dict | None = None, *,
          suite: str | Path | None = None, candidates: list[str] | None = None,
-         recommended: bool = False, target: str | None = None,
+         recommended: bool = False, every_candidate: bool = False,
+         target: str | None = None,
          baseline: str | Path | None = None, baseline_candidate: str | None = None,
-         catalog=None, calibration: dict | None = None) -> GateResult:
+         catalog=None, calibration: dict | None = None, ask=None) -> GateResult:
     """Check a run against thresholds: the suite's targets (the run's own suite, or
-    `suite`), overridden by `thresholds`. See the module docstring."""
-    from compress.decide.recommend import _cal_name, recommend_run
+    `suite`), overridden by `thresholds`. See the module docstring.
+
+    What is gated: `candidates` when named; every candidate with `every_candidate`; the
+    recommended pair with `recommended`; otherwise the release candidate, the one the recipe
+    names in `release:`, else the saved recommendation's (`compress recommend`)."""
+    from compress.decide.decision import decide
+    from compress.decide.recommend import _cal_name
     from compress.hardware.catalog import load_catalog
 
     run = run if isinstance(run, Run) else load_run(run)
@@ -418,32 +438,44 @@ def gate(run: Run | str | Path, thresholds: dict | None = None, *,
     if regression and baseline is None:
         raise InputError(f"{', '.join(regression)} need --baseline (a previous release's "
                          "run, results.json or gate verdict)")
-    if not thr and not recommended:
-        raise InputError("nothing to check: the suite has no targets and no threshold was "
-                         "given (e.g. --max-drop 0.01, --max-latency-ms 50)")
+    if sum(bool(x) for x in (candidates, recommended, every_candidate)) > 1:
+        raise InputError("give one of: candidate names, --recommended, --every-candidate")
     if target is not None and target not in catalog.names():
         raise InputError(f"--target {target!r}: not in the catalog ({', '.join(catalog.names())})")
 
     names = [r["candidate"] for r in run.rows]
     result = GateResult(str(run.path), metric, target or LOCAL, thr,
                         baseline=str(baseline) if baseline else None)
-    if recommended:
-        if candidates:
-            raise InputError("give candidate names or --recommended, not both")
-        rec = recommend_run(run, {k: v for k, v in thr.items() if k in TARGET_KEYS},
-                            catalog, calibration, None, [target] if target else None)
+    release = None if (candidates or every_candidate or recommended) \
+        else release_candidate(run)
+    pinned = None      # the saved decision's row for the gated pair: its figures are used
+    if recommended or not (candidates or every_candidate or release):
+        from compress.decide.decision import Ask
+
+        ask = ask or Ask(target_names=[target] if target else None)
+        decision = decide(run, ask)
+        if decision.source == "computed" and decision.path is None and not recommended:
+            raise InputError(
+                f"{run.path}: nothing to gate: the recipe names no `release:` candidate and "
+                "the run has no saved recommendation (run `compress recommend RUN` first); "
+                "or name candidates (--candidate NAME) or gate them all (--every-candidate)")
+        rec = decision.rec
         if rec.winner is None:
             result.checks.append(Check("recommended", "recommendation", "fail", None, None,
                                        "nothing meets the targets: "
                                        + "; ".join(rec.explanation[1:4])))
-            result.provenance = {**catalog.provenance(), "calibration": _cal_name(calibration)}
+            result.provenance = {**catalog.provenance(), "calibration": _cal_name(calibration),
+                                 "decision": decision.describe()}
             return result
         w = rec.winner
         result.recommended = {"candidate": w["candidate"], "target": w["target"],
-                              "runtime": w.get("runtime"), "cost_per_1k": w.get("cost_per_1k")}
+                              "runtime": w.get("runtime"), "cost_per_1k": w.get("cost_per_1k"),
+                              "serving": w.get("serving"), "decision": decision.describe()}
         result.checks.append(Check(w["candidate"], "recommendation", "pass", None, None,
                                    rec.explanation[0], w.get("provenance"), w["target"]))
-        chosen, result.target = [w["candidate"]], w["target"]
+        chosen, result.target, pinned = [w["candidate"]], w["target"], w
+    elif release:
+        chosen = [release]
     elif candidates:
         bad = [c for c in candidates if c not in names]
         if bad:
@@ -453,10 +485,23 @@ def gate(run: Run | str | Path, thresholds: dict | None = None, *,
     else:
         chosen = [r["candidate"] for r in run.rows if r.get("role", "candidate") != "baseline"]
         chosen = chosen or names
+    if not thr and not result.recommended:
+        raise InputError("nothing to check: the suite has no targets and no threshold was "
+                         "given (e.g. --max-drop 0.01, --max-latency-ms 50)")
     by_name = {r["candidate"]: r for r in run.rows}
     need = set(chosen) | {by_name[c].get("baseline") for c in chosen if by_name[c].get("baseline")}
     rows = [r for r in run.rows if r["candidate"] in need]
     figs = candidate_figures(run, rows, result.target, catalog, calibration, thr)
+    if pinned is not None:   # the gated pair's figures are the saved decision's, as priced
+        f = figs[pinned["candidate"]]
+        mem = _num(pinned.get("memory_gb"))
+        f.update(target_status=pinned.get("status"), target_reason=pinned.get("reason"),
+                 runtime=pinned.get("runtime"), batch_size=_num(pinned.get("batch_size")),
+                 cost_per_1k=_num(pinned.get("cost_per_1k")),
+                 price_per_hour=_num(pinned.get("price_per_hour")),
+                 latency_p95_ms=_num(pinned.get("latency_p95_ms")),
+                 memory_mb=mem * 1000 if mem is not None else f.get("memory_mb"),
+                 provenance=pinned.get("provenance"), serving=pinned.get("serving"))
     prev = (_previous(baseline, result.target, catalog, calibration, thr)
             if baseline is not None and regression else None)
     lower = metric in LOWER_IS_BETTER

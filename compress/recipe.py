@@ -50,6 +50,9 @@ class Recipe(BaseModel):
     baseline: str | None = Field(None, description="step id (or 'model') every candidate is "
                                                    "judged against; default: the first "
                                                    "finetune step, else the model as given")
+    release: str | None = Field(None, description="the candidate this recipe releases: "
+                                "what `compress gate RUN` checks (default: the saved "
+                                "recommendation's)")
     seed: int = 0
 
     _source: YamlSource | None = PrivateAttr(None)

@@ -42,6 +42,7 @@ class Report:
     path: Path
     plots: dict[str, list[Path]] = field(default_factory=dict)
     winner: dict | None = None
+    decision: str = ""          # where the recommendation came from (saved / recomputed)
 
 
 def _num(v):
@@ -184,23 +185,35 @@ def _cost_per_target_plot(top: list[str], opts: pd.DataFrame, plt):
 
 # ----------------------------------------------------------------------------------- page
 
-def build_report(run: Run | str | Path, out: str | Path | None = None, *,
-                 targets: dict | None = None, catalog=None, calibration: dict | None = None,
-                 traffic=None, top: int = 4) -> Report:
-    """Write the HTML report (default RUN/report.html) and its plots; return where."""
+def _config(r) -> str:
+    inst, delay = r.get("instances"), r.get("max_queue_delay_ms")
+    if inst is None or (isinstance(inst, float) and inst != inst):
+        b = r.get("batch_size")
+        return "-" if b is None or b != b else f"batch {int(b)}, full utilisation"
+    delay = 0 if delay is None or delay != delay else delay
+    return (f"{int(inst)} x {int(r['workers'])}, batch <= {int(r['max_batch'])}, "
+            f"delay {delay:g} ms")
+
+
+def build_report(run: Run | str | Path, out: str | Path | None = None, *, ask=None,
+                 top: int = 4) -> Report:
+    """Write the HTML report (default RUN/report.html) and its plots; return where.
+
+    The recommendation is the run's saved one (`compress recommend`); `ask`
+    (compress.decide.decision.Ask) recomputes it with other inputs, and the page says what
+    differs from the saved one."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from compress.decide.recommend import recommend_run
-    from compress.hardware.catalog import load_catalog
+    from compress.decide.decision import decide
 
     run = run if isinstance(run, Run) else load_run(run)
     out = Path(out) if out else run.path / "report.html"
     plot_dir = out.parent / f"{out.stem}_plots"
-    catalog = catalog or load_catalog()
-    rec = recommend_run(run, targets, catalog, calibration, traffic)
+    decision = decide(run, ask)
+    rec = decision.rec
     metric = rec.metric
     summary = run.summary()
     saved: dict[str, list[Path]] = {}
@@ -215,6 +228,7 @@ def build_report(run: Run | str | Path, out: str | Path | None = None, *,
     cls = "win" if rec.winner else "none"
     items = "".join(f"<li>{_e(x)}</li>" for x in rec.explanation)
     parts.append(f'<div class="{cls}"><ul>{items}</ul></div>')
+    parts.append(f'<p class="muted">Decision: {_e(decision.describe())}.</p>')
     parts.append(f'<p class="muted">Targets: {_e(rec.provenance.get("targets") or "none")}; '
                  f"ranking by {_e(rec.ranking.replace('_', ' '))}; traffic: "
                  f"{_e(rec.provenance.get('traffic') or 'none')}.</p>")
@@ -276,14 +290,16 @@ def build_report(run: Run | str | Path, out: str | Path | None = None, *,
         shown = shown.sort_values(["_order", "cost_per_1k"], na_position="last")
         for _, r in shown.iterrows():
             tr.append([_e(r["candidate"]), _e(r["target"]), _e(r["runtime"]), _e(r["status"]),
-                       _tag(r["provenance"]), _f(r["batch_size"], ".0f"),
+                       _tag(r["provenance"]), _e(_config(r)), _f(r.get("utilisation"), ".0%"),
                        _f(r["latency_p95_ms"], ".2f"), _f(r["throughput_per_s"], ".1f"),
                        _f(r["price_per_hour"], ".3f"), _f(r["cost_per_1k"], ".6f"),
+                       _f(r.get("monthly_cost"), ",.0f"),
                        _e(_text(r.get("efficiency_source"))),
                        _e(_text(r["reason"]))])
-        parts.append(_table(["candidate", "target", "runtime", "status", "figures", "batch",
-                             "p95 ms", "inf/s", "$/h", "$ per 1k", "efficiency", "reason"],
-                            tr, left=5, also_left=(-2, -1)))
+        parts.append(_table(["candidate", "target", "runtime", "status", "figures",
+                             "serving (instances x workers, max batch, queue delay)", "util",
+                             "p95 ms", "capacity/s", "$/h", "$ per 1k", "$/month",
+                             "efficiency", "reason"], tr, left=6, also_left=(-2, -1)))
     else:
         parts.append("<p>No candidate has a price on any target.</p>")
 
@@ -315,4 +331,4 @@ def build_report(run: Run | str | Path, out: str | Path | None = None, *,
             + "\n".join(parts) + "</body></html>\n")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(page)
-    return Report(out, saved, rec.winner)
+    return Report(out, saved, rec.winner, decision.describe())

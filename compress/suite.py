@@ -56,8 +56,16 @@ class FidelitySettings(_Strict):
                                                       "top-k tokens plus a tail bucket")
 
 
+COST_BATCH_SIZES = [1, 2, 4, 8, 16, 32]
+
+
 class LatencySettings(_Strict):
-    batch_sizes: list[int] = Field([1], min_length=1)
+    batch_sizes: list[int] = Field([1], min_length=1, description="batch sizes to time; "
+                                   "'cost' = the preset for cost work, [1, 2, 4, 8, 16, 32], "
+                                   "stopping once throughput stops rising")
+    stop_when_flat: float | None = Field(None, ge=0, description="stop timing larger batches "
+                                         "once throughput rises by less than this fraction "
+                                         "(0.05 = 5%) over the best so far")
     seq_lens: list[int] = Field([128], min_length=1, description="tokens per input, padded "
                                                                  "(prompt length for causal-lm)")
     gen_tokens: int = Field(16, ge=1, description="causal-lm: decode steps timed per run")
@@ -70,6 +78,14 @@ class LatencySettings(_Strict):
                                                           "in order (default: for the device)")
     noisy_spread: float = Field(0.25, gt=0, description="flag a latency as noisy when "
                                                         "(p95 - p50) / p50 exceeds this")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _preset(cls, data):
+        if isinstance(data, dict) and data.get("batch_sizes") == "cost":
+            data = {**data, "batch_sizes": list(COST_BATCH_SIZES)}
+            data.setdefault("stop_when_flat", 0.05)
+        return data
 
     @model_validator(mode="after")
     def _positive(self):
@@ -95,8 +111,15 @@ class Targets(_Strict):
     min_value: float | None = Field(None, description="absolute floor of the primary metric")
     min_fidelity: float | None = Field(None, ge=0, le=1, description="floor of top-1 "
                                                                      "agreement or cosine")
-    max_latency_ms: float | None = Field(None, gt=0, description="p95 at the first batch "
-                                                                 "size and length")
+    max_latency_ms: float | None = Field(None, gt=0, description="end-to-end latency SLO "
+                                         "(queue + batch formation + service) at the "
+                                         "latency_percentile; without traffic, the service "
+                                         "p95; causal-lm: the full request of gen_tokens")
+    latency_percentile: Literal[95, 99] = Field(95, description="percentile of the SLO")
+    max_ttft_ms: float | None = Field(None, gt=0, description="causal-lm: time to first "
+                                      "token (queue + prefill) SLO")
+    max_tpot_ms: float | None = Field(None, gt=0, description="causal-lm: time per output "
+                                      "token (decode) SLO")
     max_memory_mb: float | None = Field(None, gt=0)
 
 
@@ -147,8 +170,11 @@ class Suite(_Strict):
 
     def settings(self) -> dict:
         """What a measurement depends on besides the artifact and eval data (cache key)."""
+        latency = self.latency.model_dump()
+        if latency["stop_when_flat"] is None:   # keeps the keys of earlier measurements
+            del latency["stop_when_flat"]
         return {"task": self.task, "quality": self.quality.model_dump(),
-                "fidelity": self.fidelity.model_dump(), "latency": self.latency.model_dump(),
+                "fidelity": self.fidelity.model_dump(), "latency": latency,
                 "quality_metrics": self.quality_metrics(),
                 "fidelity_metrics": self.fidelity_metrics()}
 

@@ -295,3 +295,15 @@ def tiny_run(tiny_bert, tmp_path_factory):
     run = run_recipe(recipe, out_dir=tmp / "run", cache_dir=tmp / "cache")
     assert run.ok
     return tmp / "run"
+
+
+@pytest.fixture
+def run_copy(tiny_run, tmp_path) -> Path:
+    """A private copy of the tiny run's directory (its artifacts stay in the shared cache),
+    for tests that write into it (recommendation.json)."""
+    import shutil
+
+    dest = tmp_path / "run"
+    shutil.copytree(tiny_run, dest)
+    (dest / "recommendation.json").unlink(missing_ok=True)
+    return dest

@@ -44,6 +44,15 @@ def make_run(path, rows=None, targets=None, task="text-classification"):
     return path
 
 
+def priced_catalog(tmp_path):
+    """The catalog with local-cpu priced (it never is by default)."""
+    from compress.hardware.catalog import load_catalog
+
+    f = tmp_path / "prices.yaml"
+    f.write_text("prices: {local-cpu: {price_per_hour: 0.08925, source: test}}\n")
+    return load_catalog(prices=f)
+
+
 @pytest.fixture
 def run_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("COMPRESS_CALIBRATION", str(tmp_path / "no-calibration.json"))
@@ -65,18 +74,21 @@ def _status(result, cand, check):
     ("max_memory_mb", 250.0, 150.0, "memory.max_memory_mb"),     # peak 200 MB
     ("max_cost_per_1k", 1.0, 1e-9, "cost.max_cost_per_1k"),      # local-cpu, measured
 ])
-def test_each_threshold_passes_and_fails(run_dir, key, good, bad, check):
-    ok = gate(run_dir, {key: good}, candidates=["int8"])
+def test_each_threshold_passes_and_fails(run_dir, key, good, bad, check, tmp_path):
+    cat = priced_catalog(tmp_path)
+    ok = gate(run_dir, {key: good}, candidates=["int8"], catalog=cat)
     assert ok.exit_code == 0 and _status(ok, "int8", check).status == "pass"
-    no = gate(run_dir, {key: bad}, candidates=["int8"])
+    no = gate(run_dir, {key: bad}, candidates=["int8"], catalog=cat)
     c = _status(no, "int8", check)
     assert no.exit_code == 1 and c.status == "fail" and c.threshold == bad
     assert c.value is not None and c.message
 
 
-def test_values_are_the_runs_figures(run_dir):
+def test_values_are_the_runs_figures(run_dir, tmp_path):
+    cat = priced_catalog(tmp_path)
     r = gate(run_dir, {"max_drop": 1, "min_recovery": 0, "max_latency_ms": 100,
-                       "max_memory_mb": 1e4, "max_cost_per_1k": 1.0}, candidates=["tiny"])
+                       "max_memory_mb": 1e4, "max_cost_per_1k": 1.0}, candidates=["tiny"],
+             catalog=cat)
     assert _status(r, "tiny", "quality.max_drop").value == pytest.approx(0.05)
     assert _status(r, "tiny", "quality.min_recovery").value == pytest.approx(0.90 / 0.95)
     lat = _status(r, "tiny", "latency.max_latency_ms")
@@ -84,25 +96,29 @@ def test_values_are_the_runs_figures(run_dir):
     assert _status(r, "tiny", "memory.max_memory_mb").value == 100.0
     cost = _status(r, "tiny", "cost.max_cost_per_1k")
     from compress.decide.cost import cost_table
-    from compress.hardware.catalog import load_catalog
     from compress.hardware.projection import Setting
 
-    row = cost_table([_row("tiny", 0.9, 0.93, 2.0, 100.0)], load_catalog(), Setting(128),
+    row = cost_table([_row("tiny", 0.9, 0.93, 2.0, 100.0)], cat, Setting(128),
                      targets=["local-cpu"]).iloc[0]
     assert cost.value == pytest.approx(row["cost_per_1k"]) and cost.value > 0
+    # unpriced (the default), the cost check is an error naming the way out, exit 2
+    bare = gate(run_dir, {"max_cost_per_1k": 1.0}, candidates=["tiny"])
+    msg = _status(bare, "tiny", "cost.max_cost_per_1k").message
+    assert bare.exit_code == 2 and "local-cpu has no price" in msg and "--prices" in msg
 
 
 def test_suite_targets_apply_and_flags_override(tmp_path, monkeypatch):
     monkeypatch.setenv("COMPRESS_CALIBRATION", str(tmp_path / "none.json"))
     run = make_run(tmp_path / "run", targets={"max_drop": 0.02, "min_fidelity": 0.95})
-    r = gate(run)   # default: every candidate; int8 passes, tiny fails both
+    r = gate(run, every_candidate=True)   # int8 passes, tiny fails both
     assert {c.candidate for c in r.checks} == {"teacher", "int8", "tiny"}
     assert _status(r, "int8", "quality.max_drop").status == "pass"
     assert _status(r, "tiny", "quality.max_drop").status == "fail"
     assert _status(r, "tiny", "fidelity.min_fidelity").status == "fail"
     assert not [c for c in r.checks if c.candidate == "teacher" and c.check.startswith("fid")]
     assert r.exit_code == 1
-    assert gate(run, {"max_drop": 0.1, "min_fidelity": 0.9}).exit_code == 0
+    assert gate(run, {"max_drop": 0.1, "min_fidelity": 0.9},
+                every_candidate=True).exit_code == 0
     # a suite file's targets replace the run's; the suite must be for the same task
     (tmp_path / "s.yaml").write_text((ROOT / "eval" / "bbc-news.yaml").read_text())
     s = gate(run, suite=tmp_path / "s.yaml", candidates=["int8"])  # max_drop 0.01, fid 0.97
@@ -138,17 +154,20 @@ def test_missing_measurement_is_an_error_not_a_pass(tmp_path, monkeypatch):
     failed = make_run(tmp_path / "run2", [_row("teacher", 0.95, None, 10.0, 300.0),
                                           {**_row("bad", None, None, None, None),
                                            "status": "failed", "error": "boom"}])
-    f = gate(failed, {"max_drop": 1.0})
+    f = gate(failed, {"max_drop": 1.0}, every_candidate=True)
     assert f.exit_code == 2 and _status(f, "bad", "measured").message == "candidate failed: boom"
 
 
 def test_invalid_input(run_dir, tmp_path):
     with pytest.raises(InputError, match="nothing to check"):
-        gate(run_dir)
+        gate(run_dir, every_candidate=True)
+    with pytest.raises(InputError, match="one of: candidate names, --recommended, "
+                                         "--every-candidate"):
+        gate(run_dir, {"max_drop": 1}, candidates=["int8"], every_candidate=True)
     with pytest.raises(InputError, match="not in the run"):
         gate(run_dir, {"max_drop": 1}, candidates=["nope"])
     with pytest.raises(InputError, match="need --baseline"):
-        gate(run_dir, {"max_cost_increase": 0.05})
+        gate(run_dir, {"max_cost_increase": 0.05}, every_candidate=True)
     with pytest.raises(InputError, match="not in the catalog"):
         gate(run_dir, {"max_drop": 1}, target="Z80")
     with pytest.raises(InputError, match="not a run directory"):
@@ -160,23 +179,26 @@ def test_baseline_regressions(tmp_path, monkeypatch):
     prev = make_run(tmp_path / "prev", [_row("teacher", 0.95, None, 10.0, 300.0),
                                         _row("int8", 0.944, 0.98, 4.0, 200.0)])
     cur = make_run(tmp_path / "cur")   # int8: accuracy 0.94 (-0.004), p95 5 ms (+25%)
+    cat = priced_catalog(tmp_path)
     ok = gate(cur, {"max_quality_decrease": 0.005,
                     "max_latency_increase": 0.30, "max_cost_increase": 0.30},
-              candidates=["int8"], baseline=prev)
+              candidates=["int8"], baseline=prev, catalog=cat)
     assert ok.exit_code == 0, [c.message for c in ok.checks]
     assert _status(ok, "int8", "regression.max_quality_decrease").value == pytest.approx(0.004)
     assert _status(ok, "int8", "regression.max_latency_increase").value == pytest.approx(0.25)
     cost = _status(ok, "int8", "regression.max_cost_increase")
     assert cost.value == pytest.approx(0.25)    # local-cpu cost follows the measured p50
     bad = gate(cur, {"max_quality_decrease": 0.003, "max_cost_increase": 0.05},
-               candidates=["int8"], baseline=prev / "results.json")
+               candidates=["int8"], baseline=prev / "results.json", catalog=cat)
     assert bad.exit_code == 1
     assert {c.check for c in bad.checks if c.status == "fail"} == {
         "regression.max_quality_decrease", "regression.max_cost_increase"}
     # the previous release's gate verdict serves as a baseline too (artifacts long gone)
     verdict = tmp_path / "prev-verdict.json"
-    verdict.write_text(gate(prev, {"max_drop": 1}, candidates=["int8"]).to_json())
-    again = gate(cur, {"max_cost_increase": 0.05}, candidates=["int8"], baseline=verdict)
+    verdict.write_text(gate(prev, {"max_drop": 1}, candidates=["int8"],
+                            catalog=cat).to_json())
+    again = gate(cur, {"max_cost_increase": 0.05}, candidates=["int8"], baseline=verdict,
+                 catalog=cat)
     assert _status(again, "int8", "regression.max_cost_increase").value == pytest.approx(0.25)
     # compared with another candidate of the previous release; a missing one is an error
     other = gate(cur, {"max_quality_decrease": 0.1}, candidates=["tiny"], baseline=prev,
@@ -191,7 +213,8 @@ def test_junit_markdown_and_json_through_the_cli(run_dir, tmp_path):
     out = tmp_path / "out"
     summary = tmp_path / "step-summary.md"
     summary.write_text("earlier step\n")
-    r = run_cli("gate", str(run_dir), "--max-drop", "0.02", "--max-latency-ms", "6",
+    r = run_cli("gate", str(run_dir), "--every-candidate", "--max-drop", "0.02",
+                "--max-latency-ms", "6",
                 "--junit", str(out / "gate.xml"), "--markdown", str(out / "gate.md"),
                 "--json", str(out / "gate.json"),
                 env={"GITHUB_STEP_SUMMARY": str(summary)}, timeout=120)

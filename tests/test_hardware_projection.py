@@ -22,9 +22,13 @@ def info(fmt, framework="pytorch", kind="pytorch", dtype="fp32"):
 
 def test_catalog_has_the_targets(cat):
     for name in ("T4", "L4", "A10", "A10G", "A100-40GB", "A100-80GB", "L40S", "H100-SXM",
-                 "H100-PCIe", "H200", "c7i.xlarge", "c7i.4xlarge", "local-cpu"):
+                 "H100-PCIe", "H200", "c7i.large", "c7i.xlarge", "c7i.4xlarge"):
         t = cat[name]
         assert t.memory_gb > 0 and t.bandwidth_gbps > 0 and t.price_source
+    local = cat["local-cpu"]
+    assert local.memory_gb > 0 and local.bandwidth_gbps > 0
+    # this machine is never priced by default: it is a target only when the user prices it
+    assert local.price_per_hour is None and local.price_source is None
     assert cat["T4"].peak("bf16") is None and cat["A100-40GB"].peak("fp8") is None
     assert cat["H100-SXM"].peak("fp8") == 1979e12
     # the A10G shares the A10's memory but not its tensor-core rate
@@ -286,3 +290,22 @@ def test_four_bit_kernels_are_batch_one_and_bnb_4bit_runs_on_a_t4(cat):
                       Setting(16, 0), targets=["T4"], models=models).set_index("candidate")
     assert rows.loc["nf4", "status"] == "ok" and rows.loc["nf4", "batch_size"] == 1
     assert rows.loc["fp16", "batch_size"] > 1
+
+
+def test_workers_are_physical_cores_over_threads(cat):
+    # c7i.large: 2 vCPUs are one core (one hyper-threaded pair): one worker, not two
+    assert cat["c7i.large"].vcpus == 2 and cat["c7i.large"].worker_count(1) == 1
+    assert cat["c7i.xlarge"].worker_count(1) == 2 and cat["c7i.4xlarge"].worker_count(2) == 4
+    assert cat["c7i.4xlarge"].worker_count(3) == 2 and cat["c7i.large"].worker_count(4) == 1
+    assert cat["T4"].worker_count(8) == 1
+
+
+def test_physical_cores_from_cpuinfo():
+    from compress.hardware.catalog import physical_cores
+
+    block = "processor\t: {p}\nphysical id\t: 0\ncore id\t\t: {c}\n"
+    smt = "\n".join(block.format(p=p, c=c) for p, c in ((0, 0), (1, 0), (2, 1), (3, 1)))
+    assert physical_cores([0, 1, 2, 3], smt) == 2     # 4 logical CPUs, 2 cores
+    assert physical_cores([0, 1], smt) == 1           # both siblings of core 0
+    assert physical_cores([0, 2], smt) == 2
+    assert physical_cores([0, 1], "garbage") == 2     # unknown layout: the CPU count

@@ -10,9 +10,9 @@ import pandas as pd
 from tests.conftest import run_cli
 
 
-def test_recommend_cli_prints_the_winner(tiny_run, tmp_path):
+def test_recommend_cli_prints_the_winner(run_copy, tmp_path):
     # quality: anything within 1.0 of the baseline; latency: generous; per-1k ranking
-    r = run_cli("recommend", str(tiny_run), "--max-drop", "1.0", "--max-latency-ms", "1000",
+    r = run_cli("recommend", str(run_copy), "--max-drop", "1.0", "--max-latency-ms", "1000",
                 "--target", "local-cpu", "--target", "T4", "--target", "A100-80GB",
                 env={"COMPRESS_CALIBRATION": str(tmp_path / "none.json")}, timeout=120)
     assert r.returncode == 0, r.stderr
@@ -21,7 +21,7 @@ def test_recommend_cli_prints_the_winner(tiny_run, tmp_path):
     assert "Pareto frontier" in out
     assert "calibration: none (default efficiencies, not calibrated on any hardware class)" in out
     # the JSON form names the same winner, a real candidate on one of the asked targets
-    j = run_cli("recommend", str(tiny_run), "--max-drop", "1.0", "--max-latency-ms", "1000",
+    j = run_cli("recommend", str(run_copy), "--max-drop", "1.0", "--max-latency-ms", "1000",
                 "--target", "local-cpu", "--target", "T4", "--target", "A100-80GB",
                 "--format", "json", env={"COMPRESS_CALIBRATION": str(tmp_path / "none.json")},
                 timeout=120)
@@ -31,14 +31,14 @@ def test_recommend_cli_prints_the_winner(tiny_run, tmp_path):
     assert win["target"] in {"local-cpu", "T4", "A100-80GB"}
     assert f"Recommended: {win['candidate']} on {win['target']} via {win['runtime']}" in out
     # an impossible quality target: nothing qualifies, said plainly, still exit 0
-    n = run_cli("recommend", str(tiny_run), "--max-drop", "-1", "--target", "T4",
+    n = run_cli("recommend", str(run_copy), "--max-drop", "-1", "--target", "T4",
                 env={"COMPRESS_CALIBRATION": str(tmp_path / "none.json")}, timeout=120)
     assert n.returncode == 0, n.stderr
     assert "Nothing meets the targets." in n.stdout
 
 
-def test_recommend_all_marks_measured_and_projected(tiny_run, tmp_path):
-    r = run_cli("recommend", str(tiny_run), "--max-drop", "1.0", "--all",
+def test_recommend_all_marks_measured_and_projected(run_copy, tmp_path):
+    r = run_cli("recommend", str(run_copy), "--max-drop", "1.0", "--all",
                 "--target", "local-cpu", "--target", "T4", "--target", "A100-80GB",
                 "--format", "json", env={"COMPRESS_CALIBRATION": str(tmp_path / "none.json")},
                 timeout=120)
@@ -53,7 +53,7 @@ def test_recommend_all_marks_measured_and_projected(tiny_run, tmp_path):
     assert set(refused["status"]) == {"unsupported"}
     assert refused["reason"].str.len().min() > 0
     # the table form labels the figures column and says what measured/projected mean
-    t = run_cli("recommend", str(tiny_run), "--max-drop", "1.0", "--all",
+    t = run_cli("recommend", str(run_copy), "--max-drop", "1.0", "--all",
                 "--target", "local-cpu", "--target", "T4",
                 env={"COMPRESS_CALIBRATION": str(tmp_path / "none.json")}, timeout=120)
     assert t.returncode == 0, t.stderr
@@ -61,11 +61,12 @@ def test_recommend_all_marks_measured_and_projected(tiny_run, tmp_path):
     assert "every other latency, throughput and cost figure is projected" in t.stdout
 
 
-def test_gate_a_real_run(tiny_run, tmp_path):
+def test_gate_a_real_run(run_copy, tmp_path):
     """`compress gate` on a real run: projected figures on a named target, the recommended
     pair, and a threshold tightened past what the candidates reach (exit 1)."""
     env = {"COMPRESS_CALIBRATION": str(tmp_path / "none.json")}
-    r = run_cli("gate", str(tiny_run), "--max-drop", "1.0", "--target", "T4",
+    r = run_cli("gate", str(run_copy), "--every-candidate", "--max-drop", "1.0",
+                "--target", "T4",
                 "--max-latency-ms", "1000", "--max-cost-per-1k", "1.0",
                 "--json", str(tmp_path / "v.json"), env=env, timeout=120)
     # the dynamic-INT8 ONNX model has no fast path on T4: its T4 checks fail, with the reason
@@ -80,16 +81,21 @@ def test_gate_a_real_run(tiny_run, tmp_path):
     assert {c["candidate"] for c in lat} == {"teacher", "onnx"}
     assert all(c["provenance"] == "projected" and c["target"] == "T4" for c in lat)
     assert all(0 < v["figures"][c]["cost_per_1k"] < 1.0 for c in ("teacher", "onnx"))
-    rec = run_cli("gate", str(tiny_run), "--recommended", "--max-drop", "1.0",
+    rec = run_cli("gate", str(run_copy), "--recommended", "--max-drop", "1.0",
                   "--max-latency-ms", "1000", "--target", "T4", "--junit",
                   str(tmp_path / "g.xml"), env=env, timeout=120)
     assert rec.returncode == 0, rec.stdout + rec.stderr
     assert "recommendation" in rec.stdout and "PASS" in rec.stdout
-    tight = run_cli("gate", str(tiny_run), "--max-latency-ms", "1e-6", env=env, timeout=120)
+    tight = run_cli("gate", str(run_copy), "--every-candidate", "--max-latency-ms", "1e-6",
+                    env=env, timeout=120)
     assert tight.returncode == 1 and "FAIL" in tight.stdout
+    # no release named, no saved recommendation: nothing to gate, said so, exit 2
+    none = run_cli("gate", str(run_copy), "--max-drop", "1.0", env=env, timeout=120)
+    assert none.returncode == 2 and "nothing to gate" in none.stderr
+    assert "--every-candidate" in none.stderr
 
 
-def test_export_onnx_and_recommended_then_load_fresh(tiny_run, tmp_path):
+def test_export_onnx_and_recommended_then_load_fresh(run_copy, tmp_path):
     """Export the INT8 ONNX candidate and the recommended one; a fresh process runs them."""
     import subprocess
     import sys
@@ -97,14 +103,14 @@ def test_export_onnx_and_recommended_then_load_fresh(tiny_run, tmp_path):
     from tests.conftest import ROOT
 
     env = {"COMPRESS_CALIBRATION": str(tmp_path / "none.json")}
-    r = run_cli("export", str(tiny_run), "int8", "--to", str(tmp_path / "int8"), env=env,
+    r = run_cli("export", str(run_copy), "int8", "--to", str(tmp_path / "int8"), env=env,
                 timeout=120)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "int8" / "model.onnx").is_file()
     assert not (tmp_path / "int8" / "compress-artifact.json").exists()
     card = (tmp_path / "int8" / "README.md").read_text()
     assert "onnxruntime" in card and "top1_agreement" in card
-    rec = run_cli("export", str(tiny_run), "--recommended", "--to", str(tmp_path / "rec"),
+    rec = run_cli("export", str(run_copy), "--recommended", "--to", str(tmp_path / "rec"),
                   env=env, timeout=120)
     assert rec.returncode == 0, rec.stderr
     assert "## Recommended for" in (tmp_path / "rec" / "README.md").read_text()

@@ -11,8 +11,12 @@ from tests.test_gate import make_run
 
 def test_report_is_self_contained_and_holds_the_plots(tmp_path, monkeypatch):
     monkeypatch.setenv("COMPRESS_CALIBRATION", str(tmp_path / "none.json"))
+    from compress.decide.decision import Ask
+
     run = make_run(tmp_path / "run", targets={"max_drop": 0.02})
-    r = build_report(run, tmp_path / "out" / "report.html")
+    prices = tmp_path / "prices.yaml"   # local-cpu is a deployment target only when priced
+    prices.write_text("prices: {local-cpu: {price_per_hour: 0.08925, source: test}}\n")
+    r = build_report(run, tmp_path / "out" / "report.html", ask=Ask(prices=str(prices)))
     page = r.path.read_text()
     refs = re.findall(r'(?:src|href)\s*=\s*["\']([^"\']+)', page)
     assert refs and all(x.startswith("data:image/png;base64,") for x in refs), refs

@@ -31,8 +31,9 @@ def test_workflow_runs_the_documented_commands(write_recipe, tmp_path):
     env, steps = _steps()
     install, *rest = steps
     assert "bash scripts/setup.sh" in install["run"] and "GITHUB_PATH" in install["run"]
-    assert [s["name"] for s in rest] == ["Run the recipe", "Gate the release"]
-    assert "compress run" in rest[0]["run"] and "compress gate" in rest[1]["run"]
+    assert [s["name"] for s in rest] == ["Run the recipe", "Recommend", "Gate the release"]
+    assert "compress run" in rest[0]["run"] and "compress recommend" in rest[1]["run"]
+    assert "compress gate" in rest[2]["run"] and "--recommended" not in rest[2]["run"]
 
     recipe = write_recipe()
     suite = recipe.parent / "suite.yaml"  # the tiny suite, with targets like the demo's
@@ -56,6 +57,10 @@ def test_workflow_runs_the_documented_commands(write_recipe, tmp_path):
         assert r.returncode == 0, f"{s['name']}: {r.stdout[-2000:]}{r.stderr[-2000:]}"
     verdict = json.loads((tmp_path / "reports" / "gate.json").read_text())
     assert verdict["verdict"] == "pass" and verdict["recommended"]["candidate"]
+    # the gate checked the saved recommendation, not a recomputed one
+    saved = json.loads((tmp_path / "run" / "recommendation.json").read_text())
+    assert verdict["recommended"]["candidate"] == saved["winner"]["candidate"]
+    assert "using the saved recommendation" in verdict["recommended"]["decision"]
     root = ET.parse(tmp_path / "reports" / "gate.xml").getroot()
     assert int(root.get("tests")) == len(verdict["checks"]) >= 3
     assert root.get("failures") == "0" and root.get("errors") == "0"
@@ -64,7 +69,7 @@ def test_workflow_runs_the_documented_commands(write_recipe, tmp_path):
     # next release: the previous verdict is there, so the regression checks run too
     (tmp_path / "previous").mkdir()
     shutil.copy(tmp_path / "reports" / "gate.json", tmp_path / "previous" / "gate.json")
-    r = step(rest[1])
+    r = step(rest[2])
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
     again = json.loads((tmp_path / "reports" / "gate.json").read_text())
     checks = {c["check"]: c for c in again["checks"]}

@@ -4,10 +4,12 @@
    perplexity are turned around): max absolute drop, max relative drop, min recovery ratio
    (candidate / baseline, or baseline / candidate when lower is better), an absolute floor
    (a ceiling when lower is better), and a fidelity floor (top-1 agreement or cosine).
-2. Latency (p95) and memory on each target (see cost.py).
+2. Latency and memory on each target: with a traffic profile, the serving model (dynamic
+   batching and queueing under Poisson arrivals at the peak, see serving.py) picks the
+   cheapest configuration meeting the end-to-end latency SLO; see cost.py.
 3. Cheapest: lowest monthly cost at the traffic counted in whole instances; without
-   traffic, lowest cost per 1,000 inferences. Ties: better quality, then smaller model,
-   then cost per 1k, then candidate name, then target name.
+   traffic, lowest cost per 1,000 inferences at full utilisation. Ties: better quality,
+   then smaller model, then cost per 1k, then candidate name, then target name.
 Also: why runners-up and the baseline lost, the Pareto frontier of quality vs cost, and
 when nothing qualifies, what came closest.
 """
@@ -19,7 +21,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from compress.decide.cost import Traffic, cost_table
+from compress.decide.cost import SLO, Traffic, cost_table, measured_curves
 from compress.hardware.catalog import Catalog, load_catalog
 from compress.hardware.projection import Setting
 from compress.results import LOWER_IS_BETTER
@@ -99,9 +101,14 @@ def _sort_key(metric_lower: bool):
 def recommend(summary: pd.DataFrame, metric: str, targets: dict | None = None,
               catalog: Catalog | None = None, calibration: dict | None = None,
               setting: Setting | None = None, traffic: Traffic | None = None,
-              target_names: list[str] | None = None, options: pd.DataFrame | None = None
-              ) -> Recommendation:
-    """The recommendation from a run summary (DataFrame, one row per candidate)."""
+              target_names: list[str] | None = None, options: pd.DataFrame | None = None,
+              curves: dict[str, dict] | None = None, threads: int = 1,
+              quality_batch: int | None = None, seed: int = 0) -> Recommendation:
+    """The recommendation from a run summary (DataFrame, one row per candidate).
+
+    `curves`: measured batch curves (cost.measured_curves of the run's tidy table);
+    `threads`: threads of one worker; `quality_batch`: the batch size quality was
+    measured at (flags dynamically quantized candidates served at larger batches)."""
     targets = {k: v for k, v in (targets or {}).items() if v is not None}
     catalog = catalog or load_catalog()
     setting = setting or Setting(int(summary["seq_len"].dropna().iloc[0])
@@ -112,7 +119,8 @@ def recommend(summary: pd.DataFrame, metric: str, targets: dict | None = None,
     if options is None:
         options = cost_table(summary.to_dict("records"), catalog, setting, calibration,
                              targets.get("max_latency_ms"), targets.get("max_memory_mb"),
-                             traffic, target_names)
+                             traffic, target_names, curves=curves, threads=threads,
+                             slo=slo_of(targets), quality_batch=quality_batch, seed=seed)
     ranking = "monthly_cost" if traffic is not None else "cost_per_1k"
     opts = options.merge(q[["candidate", "value", "passes_quality"]], on="candidate",
                          how="left")
@@ -145,9 +153,12 @@ def recommend(summary: pd.DataFrame, metric: str, targets: dict | None = None,
             ex.append(f"Runner-up {r['candidate']} on {r['target']} ({r['runtime']}): "
                       f"{name} {_money(r['_rank'], ranking)} vs "
                       f"{_money(w['_rank'], ranking)}{tie}")
+        if isinstance(w.get("composition"), str):
+            ex.append(f"Note: {w['composition']}")
     else:
         ex.append("Nothing meets the targets.")
         ex.extend(_closest(q, opts, metric, ranking))
+    ex.extend(_notes(opts))
     base_names = set(summary.get("baseline", pd.Series(dtype=object)).dropna())
     for b in sorted(base_names):
         if rec.winner and rec.winner["candidate"] == b:
@@ -169,6 +180,26 @@ def recommend(summary: pd.DataFrame, metric: str, targets: dict | None = None,
     return rec
 
 
+def slo_of(targets: dict) -> SLO:
+    """The latency SLO carried by the targets (suite `targets:` or flags)."""
+    return SLO(targets.get("max_latency_ms"), int(targets.get("latency_percentile") or 95),
+               targets.get("max_ttft_ms"), targets.get("max_tpot_ms"))
+
+
+def _notes(opts: pd.DataFrame) -> list[str]:
+    """What the reader must know about the figures: missing measurements, unpriced
+    targets (once each)."""
+    out = []
+    for msg in opts.get("missing", pd.Series(dtype=object)).dropna().unique()[:1]:
+        n = int((opts["missing"].notna()).sum())
+        out.append(f"Missing figures: {msg} ({n} candidate(s))")
+    unpriced = opts[opts["status"] == "no price"]["target"].unique()
+    for t in unpriced:
+        why = opts[(opts["target"] == t) & (opts["status"] == "no price")]["reason"].iloc[0]
+        out.append(f"Not priced: {why}")
+    return out
+
+
 def _cal_name(cal):
     if not cal:
         return "none (default efficiencies, not calibrated on any hardware class)"
@@ -180,13 +211,39 @@ def _money(v, ranking):
 
 
 def _describe(w, metric, ranking, traffic, verb):
+    if traffic is None:
+        return (f"{verb}: {w['candidate']} on {w['target']} via {w['runtime']} "
+                f"({w['provenance']}), {metric} {w['value']:.4f}, batch "
+                f"{int(w['batch_size'])}, service p95 {w['latency_p95_ms']:.2f} ms, "
+                f"{w['throughput_per_s']:.1f} inferences/s per instance at full "
+                f"utilisation, ${w['cost_per_1k']:.6f} per 1k inferences (no traffic "
+                f"given: no queueing)")
     s = (f"{verb}: {w['candidate']} on {w['target']} via {w['runtime']} "
-         f"({w['provenance']}), {metric} {w['value']:.4f}, batch {int(w['batch_size'])}, "
-         f"p95 {w['latency_p95_ms']:.2f} ms, {w['throughput_per_s']:.1f} inferences/s "
-         f"per instance, ${w['cost_per_1k']:.6f} per 1k inferences")
-    if traffic is not None:
-        s += (f"; {int(w['instances'])} instance(s) at {traffic.requests_per_day:,.0f} "
-              f"requests/day (peak x{traffic.peak_factor:g}) = ${w['monthly_cost']:,.0f}/month")
+         f"({w['provenance']}), {metric} {w['value']:.4f}; {_serving(w)}; "
+         f"${w['monthly_cost']:,.0f}/month at {traffic.requests_per_day:,.0f} requests/day "
+         f"(peak x{traffic.peak_factor:g}), ${w['cost_per_1k']:.6f} per 1k requests")
+    if _present(w.get("cost_per_1m_tokens")):
+        s += f", ${w['cost_per_1m_tokens']:.4f} per 1M generated tokens"
+    return s
+
+
+def _present(v) -> bool:
+    return v is not None and not (isinstance(v, float) and math.isnan(v))
+
+
+def _serving(w) -> str:
+    """The serving configuration and what it gives, in words."""
+    if not _present(w.get("max_queue_delay_ms")):
+        return w.get("serving") or f"batch {int(w['batch_size'])}"
+    s = (f"{int(w['instances'])} instance(s) x {int(w['workers'])} worker(s), max batch "
+         f"{int(w['max_batch'])}, max queue delay {w['max_queue_delay_ms']:g} ms, "
+         f"utilisation {w['utilisation']:.0%}")
+    if _present(w.get("latency_p95_ms")):
+        s += f", end-to-end p95 {w['latency_p95_ms']:.1f} ms"
+    if _present(w.get("latency_p99_ms")):
+        s += f" / p99 {w['latency_p99_ms']:.1f} ms"
+    if _present(w.get("ttft_p95_ms")):
+        s += f", TTFT p95 {w['ttft_p95_ms']:.1f} ms, TPOT {w['tpot_ms']:.1f} ms"
     return s
 
 
@@ -246,4 +303,7 @@ def recommend_run(run, targets: dict | None = None, catalog: Catalog | None = No
     if traffic is None and suite.get("traffic"):
         traffic = Traffic(**suite["traffic"])
     return recommend(run.summary(), run.primary_metric, t, catalog, calibration, setting,
-                     traffic, target_names)
+                     traffic, target_names, curves=measured_curves(run.measurements),
+                     threads=int(lat.get("threads") or 1),
+                     quality_batch=(suite.get("quality") or {}).get("batch_size"),
+                     seed=int(run.manifest.get("seed") or 0))

@@ -68,7 +68,7 @@ class Target(_Strict):
     bandwidth_gbps: float = Field(ge=0)
     peak_tflops: dict[str, float] = Field({}, description="dense peak per precision (GPU)")
     compute_capability: float | None = None
-    cores: int | None = Field(None, ge=0, description="CPU: physical cores (one worker each)")
+    cores: int | None = Field(None, ge=0, description="CPU: physical cores")
     vcpus: int | None = None
     clock_ghz: float | None = None
     flops_per_cycle: dict[str, float] = Field({}, description="CPU: per core, per precision")
@@ -79,8 +79,15 @@ class Target(_Strict):
 
     @property
     def workers(self) -> int:
-        """Independent single-stream servers on one instance (CPU: one per core)."""
-        return max(1, self.cores or 1) if self.kind == "cpu" else 1
+        """Single-thread workers on one instance (CPU: one per physical core)."""
+        return self.worker_count(1)
+
+    def worker_count(self, threads: int = 1) -> int:
+        """Independent workers on one instance when each uses `threads` intra-op threads:
+        CPU: physical cores // threads (vCPUs are hyper-threads, not cores); GPU: one."""
+        if self.kind != "cpu":
+            return 1
+        return max(1, (self.cores or 1) // max(1, threads))
 
     def peak(self, precision: str) -> float | None:
         """Peak FLOP/s (OP/s) of ONE worker at this precision; None where it has none."""
@@ -160,6 +167,25 @@ def _merge_target(old: dict | None, new: dict, where: str) -> Target:
         raise InputError(f"{where}: target {new.get('name')!r}: {exc}") from None
 
 
+def physical_cores(cpus: list[int], cpuinfo: str | None = None) -> int:
+    """Physical cores behind these logical CPUs: distinct (physical id, core id) pairs in
+    /proc/cpuinfo (hyper-threads share a core). Falls back to the CPU count."""
+    try:
+        info = cpuinfo if cpuinfo is not None else Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return len(cpus)
+    core_of = {}
+    for block in info.strip().split("\n\n"):
+        fields = dict((k.strip(), v.strip()) for k, _, v in
+                      (line.partition(":") for line in block.splitlines()) if k.strip())
+        if "processor" in fields and "core id" in fields:
+            core_of[int(fields["processor"])] = (fields.get("physical id", "0"),
+                                                 fields["core id"])
+    if not core_of or any(c not in core_of for c in cpus):
+        return len(cpus)
+    return len({core_of[c] for c in cpus})
+
+
 def detect_local(base: Target) -> Target:
     """Fill `local-cpu` from this machine: cores available, clock, ISA, memory."""
     flags, clock, model = "", 0.0, "cpu"
@@ -179,7 +205,9 @@ def detect_local(base: Target) -> Target:
                    else 128.0 if "avx2" in f else 32.0)
     if "amx_bf16" in f:
         fpc["bf16"] = 1024.0
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cpus = (sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+            else list(range(os.cpu_count() or 1)))
+    cores = physical_cores(cpus)
     try:
         mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9
     except (ValueError, OSError):
@@ -190,12 +218,13 @@ def detect_local(base: Target) -> Target:
     # calibrated memory efficiency carries over between them
     fields.update(
         hw_class=base.hw_class if base.hw_class != "detect" else klass,
-        cores=base.cores or cores, vcpus=base.vcpus or cores,
+        cores=base.cores or cores, vcpus=base.vcpus or len(cpus),
         clock_ghz=base.clock_ghz or clock or 2.0,
         flops_per_cycle=base.flops_per_cycle or fpc,
         memory_gb=base.memory_gb or round(mem, 1),
         bandwidth_gbps=base.bandwidth_gbps or 15.0 * (base.cores or cores),
-        spec_source=f"detected: {model}, {cores} core(s) available, "
+        spec_source=f"detected: {model}, {cores} physical core(s) in "
+                    f"{len(cpus)} CPU(s) available, "
                     f"{clock or 2.0:.2f} GHz, flags {'avx512' if 'avx512f' in f else 'avx2'}"
                     f"{'+vnni' if 'avx512_vnni' in f else ''}{'+amx' if 'amx_bf16' in f else ''}")
     return Target.model_validate(fields)

@@ -99,11 +99,26 @@ class Generate:
             self.decode_ms.extend(steps)
 
 
+def _rising(records: list[dict], best: float, flat: float) -> bool:
+    """Did the last batch size raise throughput by more than `flat` over the best before?"""
+    last = [r for r in records if r["phase"] in ("forward", "prefill")]
+    seq = last[0]["seq_len"]
+    last = [r for r in last if r["seq_len"] == seq]
+    return len(last) < 2 or last[-1]["throughput"] > best * (1 + flat)
+
+
 def latency(runner, encoder, task: str, texts: list[str], settings: dict) -> list[dict]:
     """Latency records for every (batch size, sequence length) of the suite."""
     records = []
     spread = settings["noisy_spread"]
+    flat = settings.get("stop_when_flat")
+    best = 0.0   # best throughput so far (first sequence length): the early stop
     for batch in settings["batch_sizes"]:
+        if flat is not None and records and not _rising(records, best, flat):
+            break
+        best = max([best] + [r["throughput"] for r in records
+                             if r["phase"] in ("forward", "prefill")
+                             and r["seq_len"] == settings["seq_lens"][0]][-1:])
         sample = (texts * batch)[:batch]
         for seq in settings["seq_lens"]:
             feeds = encoder(sample, seq, pad_to_max=True)
