@@ -54,8 +54,13 @@ class Artifact:
 
     @classmethod
     def read(cls, path: Path) -> Artifact:
-        meta = json.loads((path / META_FILE).read_text())
+        meta = json.loads((path / META_FILE).read_text(encoding="utf-8"))
         return cls(key=meta["key"], path=path, kind=Kind(meta["kind"]), meta=meta)
+
+    @property
+    def revision(self) -> str | None:
+        """The hub revision to pass to from_pretrained (the model as given, by hub id)."""
+        return None if self.path.is_dir() else self.meta.get("revision")
 
     def size_bytes(self) -> int:
         """Serialized bytes of the model's own files (metadata excluded)."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -54,6 +53,10 @@ class RichReporter:
 
     def step(self, message: str) -> None:
         self.bars.console.print(f"[dim]·[/dim] {message}")
+
+    def warn(self, message: str) -> None:
+        self.bars.console.print(f"warning: {message}", style="yellow", markup=False,
+                                highlight=False)
 
     def progress(self, description: str, total: int):
         task = self.bars.add_task(description, total=total)
@@ -167,12 +170,14 @@ def validate(recipe: Annotated[Path, typer.Argument(help="recipe YAML file")],
     from compress.engine import prepare
 
     p = prepare(recipe, set_ or [])
+    for message in p.warnings:
+        err_console.print(f"warning: {message}", style="yellow", markup=False, highlight=False)
     console.print(f"[green]ok[/green] {recipe}: {len(p.nodes)} stage run(s), "
                   f"{len(p.candidates)} candidate(s)")
     if plan:
         from compress.store import Store
 
-        store = Store(cache_dir)
+        store = Store(cache_dir, warn=_warn)
         t = Table("candidate", "role", "kind", "chain", header_style="bold")
         for c in p.candidates:
             chain = " → ".join(
@@ -230,11 +235,17 @@ def show(run_dir: Annotated[Path, typer.Argument(help="a run directory")],
     if format == "table":
         print_table(r.rows, title=r.manifest["recipe"]["resolved"]["name"])
     elif format == "json":
-        sys.stdout.write(json.dumps(r.rows if not tidy else r.measurements, indent=2) + "\n")
+        from compress.store import strict_json
+
+        sys.stdout.write(strict_json(r.rows if not tidy else r.measurements) + "\n")
     elif format == "csv":
         sys.stdout.write((r.table() if tidy else r.summary()).to_csv(index=False))
     else:
         raise InputError(f"--format {format!r}: expected table, json or csv")
+
+
+def _warn(message: str) -> None:
+    err_console.print(f"warning: {message}", style="yellow", markup=False, highlight=False)
 
 
 @app.command()
@@ -244,11 +255,25 @@ def cache(cache_dir: CacheDir = None,
           keep_runs: Annotated[int | None, typer.Option("--keep-runs", min=0, help="with --prune: "
                                                         "keep only the newest N runs")] = None,
           dry_run: Annotated[bool, typer.Option("--dry-run", help="with --prune: only "
-                                                "say what would go")] = False):
-    """Show the artifact cache (size, runs) and optionally prune it."""
+                                                "say what would go")] = False,
+          verify: Annotated[bool, typer.Option("--verify", help="check every artifact against "
+                                               "its sha256 digests and every measurement; "
+                                               "move what fails aside (exit 1 if any)")
+                            ] = False):
+    """Show the artifact cache (size, runs); optionally verify or prune it. Both refuse a
+    directory that is not a compress cache (no CACHEDIR.TAG)."""
     from compress.store import Store
 
-    store = Store(cache_dir)
+    store = Store(cache_dir, warn=_warn)
+    bad = 0
+    if verify:
+        v = store.verify()
+        bad = len(v["artifacts_corrupt"]) + len(v["measurements_corrupt"])
+        console.print(f"verified {v['artifacts']} artifact(s), {v['measurements']} "
+                      f"measurement(s): {len(v['artifacts_corrupt'])} artifact(s) and "
+                      f"{len(v['measurements_corrupt'])} measurement(s) corrupt"
+                      + (" (moved to corrupt/; they will be rebuilt)" if bad else ""),
+                      highlight=False)
     if prune:
         r = store.prune(keep_runs=keep_runs, dry_run=dry_run)
         verb = "would remove" if dry_run else "removed"
@@ -259,6 +284,8 @@ def cache(cache_dir: CacheDir = None,
     console.print(f"cache: {u['root']}\n  artifacts: {u['artifacts']} "
                   f"({u['artifact_bytes'] / 1e6:.1f} MB), measurements: {u['measurements']}, "
                   f"runs referring to it: {u['runs']}")
+    if bad:
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -405,7 +432,9 @@ def recommend(run_dir: Annotated[Path, typer.Argument(help="a run directory")],
                                       _traffic(requests_per_day, peak_factor), over, target))
     saved = D.save(run, rec, inputs)
     if format == "json":
-        sys.stdout.write(json.dumps(D.load(run).model_dump(mode="json"), indent=2) + "\n")
+        from compress.store import strict_json
+
+        sys.stdout.write(strict_json(D.load(run).model_dump(mode="json")) + "\n")
         return
     print_recommendation(rec, run.manifest["recipe"]["resolved"]["name"], all_rows)
     note = ""
@@ -547,6 +576,7 @@ def gate(run_dir: Annotated[Path, typer.Argument(help="a run directory")],
     run/suite is invalid, nothing is named to gate, or a needed figure is missing."""
     import os
 
+    from compress.errors import InputError
     from compress.gate import gate as run_gate
     from compress.hardware import calibrate as C
     from compress.hardware.catalog import load_catalog
@@ -570,11 +600,14 @@ def gate(run_dir: Annotated[Path, typer.Argument(help="a run directory")],
     for path, text in ((junit, result.to_junit()), (markdown, md),
                        (json_out, result.to_json())):
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(text, encoding="utf-8")
+            except OSError as exc:
+                raise InputError(f"{path}: cannot write it ({exc.strerror})") from None
     step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if step_summary:
-        with open(step_summary, "a") as fh:
+        with open(step_summary, "a", encoding="utf-8") as fh:
             fh.write(md + "\n")
     t = Table("candidate", "check", "value", "threshold", "figures", "result",
               title=f"gate: {result.run} (target {result.target})", header_style="bold")
@@ -655,9 +688,21 @@ def report(run_dir: Annotated[Path, typer.Argument(help="a run directory")],
     console.print(r.decision, highlight=False)
 
 
+def _terminated(signum, frame):
+    """SIGTERM unwinds like Ctrl-C does, so temp dirs and locks are cleaned up on the way."""
+    raise KeyboardInterrupt
+
+
 def main() -> None:
     """Console entry point: errors a user can act on print one line, never a traceback."""
+    import signal
+
     quiet.configure()
+    signal.signal(signal.SIGTERM, _terminated)
+    for stream in (sys.stdout, sys.stderr):  # an ASCII locale must not crash on "→" or "Δ"
+        if "utf" not in (getattr(stream, "encoding", "") or "").lower() \
+                and hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="replace")
     try:
         from compress.envcheck import check_onnxruntime
 

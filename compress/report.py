@@ -330,5 +330,5 @@ def build_report(run: Run | str | Path, out: str | Path | None = None, *, ask=No
             f"<title>{_e(name)}: compress report</title><style>{CSS}</style></head><body>"
             + "\n".join(parts) + "</body></html>\n")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(page)
+    out.write_text(page, encoding="utf-8")
     return Report(out, saved, rec.winner, decision.describe())

@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Literal
 
 import pandas as pd
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from compress.errors import InputError
-from compress.store import atomic_write_text, write_json
+from compress.store import atomic_write_text, fsync_file, write_json
 
 LOWER_IS_BETTER = {"perplexity", "kl_divergence"}
 
@@ -140,9 +142,86 @@ def write_run(run_dir: Path, manifest: dict, summary: list[dict], tidy: list[dic
     atomic_write_text(run_dir / "results.csv", pd.DataFrame(summary).to_csv(index=False))
     frame = pd.DataFrame(tidy)
     atomic_write_text(run_dir / "measurements.csv", frame.to_csv(index=False))
-    tmp = run_dir / ".measurements.parquet.tmp"
-    frame.to_parquet(tmp, index=False)
-    tmp.replace(run_dir / "measurements.parquet")
+    import uuid
+
+    tmp = run_dir / f".measurements.parquet.{uuid.uuid4().hex}.tmp"
+    try:
+        frame.to_parquet(tmp, index=False)
+        fsync_file(tmp)
+        tmp.replace(run_dir / "measurements.parquet")
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def read_json(path: Path, what: str):
+    """A JSON file a user handed us, or InputError naming the file and what is wrong."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file ({what} expected)") from None
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: not UTF-8 text (offset {exc.start}); expected {what}") \
+            from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read it ({exc.strerror})") from None
+    except ValueError as exc:
+        raise InputError(f"{path}: not valid JSON ({exc}); expected {what}") from None
+
+
+class _Loose(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+NUMERIC = ("accuracy", "macro_f1", "spearman", "pearson", "perplexity", "next_token_accuracy",
+           "top1_agreement", "kl_divergence", "cosine", "primary_delta", "latency_p50_ms",
+           "latency_p95_ms", "throughput", "decode_ms_per_token", "size_mb", "peak_rss_mb",
+           "mem_delta_mb", "batch_size", "seq_len", "threads", "n_eval")
+_Row = create_model("_Row", __base__=_Loose, candidate=(str, ...),
+                    status=(Literal["ok", "failed"], ...), kind=(str, ...),
+                    primary_metric=(str | None, None), baseline=(str | None, None),
+                    artifact_path=(str | None, None),
+                    **{k: (float | None, None) for k in NUMERIC})
+
+
+class _Results(_Loose):
+    candidates: list[_Row]
+    measurements: list[dict] = []
+
+
+class _Resolved(_Loose):
+    name: str
+
+
+class _SuiteResolved(_Loose):
+    task: str
+
+
+class _RecipeEntry(_Loose):
+    resolved: _Resolved
+
+
+class _SuiteEntry(_Loose):
+    resolved: _SuiteResolved
+
+
+class _Manifest(_Loose):
+    recipe: _RecipeEntry
+    suite: _SuiteEntry
+    plan: dict = {}
+    stats: dict = {}
+
+
+def _check(model, data, path: Path, what: str) -> None:
+    try:
+        model.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(k) for k in err["loc"]) or "(top level)"
+        value = repr(err.get("input"))
+        value = value if len(value) <= 60 else value[:57] + "..."
+        more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
+        raise InputError(f"{path}: not a compress {what}: {loc}: got {value}; expected: "
+                         f"{err['msg']}{more}") from None
 
 
 class Run:
@@ -152,8 +231,10 @@ class Run:
         self.path = Path(path)
         if not (self.path / "results.json").is_file():
             raise InputError(f"{self.path}: not a run directory (no results.json)")
-        self.manifest = json.loads((self.path / "manifest.json").read_text())
-        data = json.loads((self.path / "results.json").read_text())
+        self.manifest = read_json(self.path / "manifest.json", "a run manifest")
+        _check(_Manifest, self.manifest, self.path / "manifest.json", "run manifest")
+        data = read_json(self.path / "results.json", "run results")
+        _check(_Results, data, self.path / "results.json", "results file")
         self.rows = data["candidates"]
         self.measurements = data.get("measurements", [])
 
@@ -179,7 +260,7 @@ class Run:
 
     @property
     def stats(self) -> dict:
-        return self.manifest["stats"]
+        return self.manifest.get("stats") or {}
 
 
 def load_run(path: str | Path) -> Run:

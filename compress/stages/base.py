@@ -14,15 +14,19 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from compress.artifacts import Artifact, Kind
+from compress.yamlsource import refuse_absurd_numbers
 
 
 class StageConfig(BaseModel):
-    """Base of every stage config: unknown keys are errors."""
+    """Base of every stage config: unknown keys are errors, absurd numbers too."""
 
     model_config = ConfigDict(extra="forbid")
+
+    _finite = model_validator(mode="before")(classmethod(
+        lambda cls, data: refuse_absurd_numbers(data)))
 
 
 @dataclass

@@ -407,8 +407,9 @@ def _torch_quantize(ctx, source: Artifact, spec: dict, fmt: str, out_dir: Path) 
     from compress.loading import load_for_inference, read_load_info, save_for_inference
     from compress.models import load_tokenizer, weight_inventory
 
-    model = load_for_inference(source.path, ctx.task, ctx.trust_remote_code)
-    tok = load_tokenizer(source.path, ctx.trust_remote_code)
+    model = load_for_inference(source.path, ctx.task, ctx.trust_remote_code,
+                               revision=source.revision)
+    tok = load_tokenizer(source.path, ctx.trust_remote_code, source.revision)
     advance = ctx.track(f"quantize {spec['backend']}", 1)
     ref = _sample_outputs(model, tok, ctx.task)
     model = apply_transform(model, spec)
@@ -598,12 +599,12 @@ class _Bnb(Backend):
                 bnb_4bit_compute_dtype=getattr(torch, config.compute_dtype),
                 bnb_4bit_use_double_quant=config.double_quant)
         device = "cuda" if _cuda_available() else "cpu"
-        tok = load_tokenizer(source.path, ctx.trust_remote_code)
+        tok = load_tokenizer(source.path, ctx.trust_remote_code, source.revision)
         advance = ctx.track(f"quantize {self.name}", 1)
-        ref = _sample_outputs(load_for_inference(source.path, ctx.task,
-                                                 ctx.trust_remote_code), tok, ctx.task)
+        ref = _sample_outputs(load_for_inference(source.path, ctx.task, ctx.trust_remote_code,
+                                                 revision=source.revision), tok, ctx.task)
         with quiet_fds():
-            model = load_pytorch(source.path, ctx.task, ctx.trust_remote_code,
+            model = load_pytorch(source.path, ctx.task, ctx.trust_remote_code, source.revision,
                                  quantization_config=qc, device_map=device)
         out = _sample_outputs(model, tok, ctx.task)
         save_for_inference(model, out_dir, "hf", load_kwargs={"device_map": device})
