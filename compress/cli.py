@@ -348,6 +348,11 @@ def calibrate(out: Annotated[Path | None, typer.Option(
                   highlight=False)
 
 
+def _text(v) -> str:
+    """A text cell: empty for a missing value (None or a pandas NaN)."""
+    return v if isinstance(v, str) else ""
+
+
 def _f(v, fmt):
     import math
 
@@ -465,7 +470,7 @@ def print_recommendation(rec, title: str, all_rows: bool = False) -> None:
     cols += (["inst x wk", "max batch", "delay ms", "util", "p95 ms", "p99 ms"] if serving
              else ["batch", "p95 ms", "inf/s"])
     cols += ["$/h", "$ per 1k"] + (["$ per 1M tok"] if causal else []) \
-        + (["$/month"] if serving else []) + ["note"]
+        + (["$/month"] if serving else []) + ["efficiency", "note"]
     t = Table(*cols, title="candidate x target (measured = this machine; projected = "
               "roofline)" + ("; end-to-end latency under Poisson traffic at the peak"
                              if serving else ""), header_style="bold")
@@ -491,6 +496,7 @@ def print_recommendation(rec, title: str, all_rows: bool = False) -> None:
         notes = [x for x in (r.get("reason"), r.get("composition")) if isinstance(x, str)]
         if r["status"] == "no price":
             notes = ["not priced"]
+        cells.append(_text(r.get("efficiency_source")))
         cells.append("; ".join(notes))
         t.add_row(*cells)
     console.print(t)

@@ -149,6 +149,7 @@ def build_all(plan: Plan, store: Store, executor: Executor | None = None, force:
                 meta = {
                     "key": node.key, "kind": node.kind.value, "stage": node.stage,
                     "step": node.step, "config": node.config_dict(), "parent": parent,
+                    "format": stage.produces_format(node.config),
                     "data": node.data_fingerprints, "task": recipe.task,
                     "seed": recipe.seed if stage.uses_seed else None,
                     "stage_version": stage.version, "versions": package_versions(),

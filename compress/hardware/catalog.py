@@ -54,6 +54,14 @@ class Runtime(_Strict):
     slow: dict[str, str] = Field({}, description="format -> why it has no fast path here")
     kernel_scale: float = Field(1.0, gt=0, description="kernels launched relative to the "
                                                        "unfused graph (TensorRT fuses layers)")
+    matmul_precision: dict[str, str] = Field(
+        {}, description="precision -> the precision this runtime's matmuls run at by "
+                        "default, where the target has it (ORT CUDA: fp32 -> tf32)")
+    matmul_precision_source: str | None = None
+    batch_max: dict[str, int] = Field(
+        {}, description="format -> the largest batch its fast kernel serves (4-bit GEMV "
+                        "kernels: 1; above it they dequantize and run a GEMM)")
+    batch_max_source: str | None = None
 
 
 class Target(_Strict):

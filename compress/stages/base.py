@@ -78,6 +78,11 @@ class Stage:
     def produces(self, config: StageConfig, input_kind: Kind) -> Kind:
         raise NotImplementedError
 
+    def produces_format(self, config: StageConfig) -> str | None:
+        """The catalog format (compress/hardware/catalog.yaml) its artifact computes in,
+        when the stage decides it (quantize); None: read from the stored weights' dtype."""
+        return None
+
     def data_roles(self, config: StageConfig) -> dict[str, bool]:
         """Data roles this stage reads: role -> required."""
         return {}

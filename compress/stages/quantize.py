@@ -34,6 +34,7 @@ class Backend:
     Config: ClassVar[type[StageConfig]]
     accepts: ClassVar[set[Kind]]
     produces: ClassVar[Kind]
+    format: ClassVar[str]  # the catalog format its artifact computes in (catalog.yaml)
     devices: ClassVar[tuple[str, ...]]  # where the output runs fast
     # capability data for the recommender (compress.capabilities.backend_capabilities)
     runs_on: ClassVar[tuple[str, ...]] = ("cpu", "cuda")  # where the backend can run at all
@@ -111,6 +112,7 @@ class OrtDynamicInt8Config(StageConfig):
 @backend
 class OrtDynamicInt8(Backend):
     name = "ort-dynamic-int8"
+    format = "int8-dynamic-ort"  # catalog format key
     description = "ONNX Runtime dynamic INT8 (weights int8, activations quantized at run time)"
     Config = OrtDynamicInt8Config
     accepts = {Kind.ONNX}
@@ -214,6 +216,7 @@ class OrtStaticInt8Config(StageConfig):
 @backend
 class OrtStaticInt8(Backend):
     name = "ort-static-int8"
+    format = "int8-static-qdq"  # catalog format key
     description = "ONNX Runtime static INT8: activation ranges calibrated on the calibration data"
     Config = OrtStaticInt8Config
     accepts = {Kind.ONNX}
@@ -294,6 +297,7 @@ class OrtInt4WeightConfig(StageConfig):
 @backend
 class OrtInt4Weight(Backend):
     name = "ort-int4-weight"
+    format = "int4-weight-only"  # catalog format key
     description = "ONNX Runtime INT4 weight-only: MatMul -> MatMulNBits, activations stay float"
     Config = OrtInt4WeightConfig
     accepts = {Kind.ONNX}
@@ -424,6 +428,7 @@ class TorchDynamicInt8Config(StageConfig):
 @backend
 class TorchDynamicInt8(Backend):
     name = "torch-dynamic-int8"
+    format = "int8-dynamic-torch"  # catalog format key
     description = "PyTorch quantize_dynamic: Linear weights int8, activations quantized at run time"
     Config = TorchDynamicInt8Config
     accepts = {Kind.PYTORCH, Kind.PYTORCH_PRUNED}
@@ -445,6 +450,7 @@ class TorchaoInt8WeightConfig(StageConfig):
 @backend
 class TorchaoInt8Weight(Backend):
     name = "torchao-int8-weight"
+    format = "int8-weight-only"  # catalog format key
     description = "torchao int8 weight-only (activations stay float)"
     Config = TorchaoInt8WeightConfig
     accepts = {Kind.PYTORCH, Kind.PYTORCH_PRUNED}
@@ -467,6 +473,7 @@ class TorchaoInt8DynamicConfig(StageConfig):
 @backend
 class TorchaoInt8Dynamic(Backend):
     name = "torchao-int8-dynamic"
+    format = "int8-dynamic-torchao"  # catalog format key
     description = "torchao int8 weights with int8 dynamic activations"
     Config = TorchaoInt8DynamicConfig
     accepts = {Kind.PYTORCH, Kind.PYTORCH_PRUNED}
@@ -490,6 +497,7 @@ class TorchaoInt4WeightConfig(StageConfig):
 @backend
 class TorchaoInt4Weight(Backend):
     name = "torchao-int4-weight"
+    format = "int4-weight-only"  # catalog format key
     description = "torchao int4 weight-only (bf16 activations), CUDA only"
     Config = TorchaoInt4WeightConfig
     accepts = {Kind.PYTORCH, Kind.PYTORCH_PRUNED}
@@ -529,6 +537,7 @@ class _Half(Backend):
 @backend
 class Fp16(_Half):
     name = "fp16"
+    format = "fp16"  # catalog format key
     description = "cast weights and activations to float16 (for GPU targets)"
     weight_format = activation_format = "float16"
     min_compute_capability = 7.0
@@ -538,6 +547,7 @@ class Fp16(_Half):
 @backend
 class Bf16(_Half):
     name = "bf16"
+    format = "bf16"  # catalog format key
     description = "cast weights and activations to bfloat16 (for GPU targets)"
     weight_format = activation_format = "bfloat16"
     min_compute_capability = 8.0
@@ -607,6 +617,7 @@ class _Bnb(Backend):
 @backend
 class BnbInt8(_Bnb):
     name = "bnb-int8"
+    format = "int8-bnb"  # catalog format key
     description = "bitsandbytes LLM.int8() through BitsAndBytesConfig"
     weight_format, activation_format = "int8 (+fp16 outliers)", "float16"
     notes = ("saves memory but is slower than fp16 on GPU", "very slow on CPU")
@@ -615,6 +626,7 @@ class BnbInt8(_Bnb):
 @backend
 class BnbNf4(_Bnb):
     name = "bnb-nf4"
+    format = "int4-bnb"  # catalog format key
     description = "bitsandbytes 4-bit NormalFloat weights"
     bits = 4
     weight_format, activation_format = "nf4 (blockwise)", "compute_dtype"
@@ -624,6 +636,7 @@ class BnbNf4(_Bnb):
 @backend
 class BnbFp4(_Bnb):
     name = "bnb-fp4"
+    format = "int4-bnb"  # catalog format key
     description = "bitsandbytes 4-bit float weights"
     bits = 4
     weight_format, activation_format = "fp4 (blockwise)", "compute_dtype"
@@ -660,6 +673,9 @@ class Quantize(Stage):
 
     def produces(self, config, input_kind):
         return BACKENDS[config.backend].produces
+
+    def produces_format(self, config):
+        return BACKENDS[config.backend].format
 
     def data_roles(self, config):
         return BACKENDS[config.backend].data_roles(config)
