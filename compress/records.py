@@ -188,6 +188,7 @@ class Measurement(Record):
     measured_at: str | None = None
     versions: dict[str, str] = {}
     import_baseline_key: str | None = None
+    outputs_sha256: str | None = None  # digest of its stored outputs (the store checks it)
     measurement_key: str | None = None
     cached: bool | None = None
 
