@@ -283,6 +283,9 @@ def _ms(v) -> str:
 
 def render(meta: dict, rows: list[dict], skipped: list[dict], summary: dict,
            calibration: dict | None) -> str:
+    from compress.hardware.roofline import default_efficiency_label
+
+    kind = "cpu" if str(meta.get("hw_class", "")).startswith("cpu") else "gpu"
     lines = [f"# gpu_validation {meta['date']}: {meta['device_label']}",
              f"# target {meta['target']} (calibration class {meta['hw_class']}); "
              f"host {meta['machine'].get('cpu_model')}; {meta['python']}; "
@@ -298,7 +301,7 @@ def render(meta: dict, rows: list[dict], skipped: list[dict], summary: dict,
              f"# measured: median of synchronised calls after a warm-up (forward/prefill: one "
              f"call; decode: one token step with the KV cache); attention "
              f"{meta.get('attn_implementation', '?')}; projected: compress's roofline with "
-             f"the published defaults, and with the calibration of this run; error = "
+             f"{default_efficiency_label(kind)}, and with the calibration of this run; error = "
              f"(projected - measured) / measured", ""]
     head = (f"{'model':<13} {'prec':<5} {'phase':<7} {'batch':>5} {'seq':>5} {'ctx':>5} "
             f"{'measured ms':>12} {'reps':>5} {'default ms':>11} {'error':>8} "
@@ -312,7 +315,7 @@ def render(meta: dict, rows: list[dict], skipped: list[dict], summary: dict,
                      f"{_pct(r.get('calibrated_error')):>8}"
                      + (f"  ({r['note']})" if r.get("note") else ""))
     lines.append("")
-    for key, label in (("default", "published default efficiencies"),
+    for key, label in (("default", default_efficiency_label(kind)),
                        ("calibrated", "this run's calibration")):
         s = summary.get(key) or {}
         if not s.get("figures"):

@@ -76,6 +76,14 @@ def main() -> None:
     print(f"figures: {len(rows)}; median |error| {med:.1%} (target <= 35%: "
           f"{'met' if med <= 0.35 else 'NOT met'}); max |error| {max(errs):.1%}; "
           f"Spearman {rho:.3f} (target >= 0.8: {'met' if rho >= 0.8 else 'NOT met'})")
+    # issue 13's targets: encoders (forward) stay <= ~9%, decode per token <= 30%
+    for phase, target in (("forward", 0.09), ("prefill", None), ("decode/token", 0.30)):
+        e = [abs(x["error"]) for x in rows if x["phase"] == phase]
+        if e:
+            med = statistics.median(e)
+            goal = "" if target is None else \
+                f" (target <= {target:.0%}: {'met' if med <= target else 'NOT met'})"
+            print(f"{phase}: {len(e)} figures; median |error| {med:.1%}{goal}")
     print(f"# load average at end {C._loadavg()}")
 
 

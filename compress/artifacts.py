@@ -54,7 +54,7 @@ class Artifact:
 
     @classmethod
     def read(cls, path: Path) -> Artifact:
-        meta = json.loads((path / META_FILE).read_text())
+        meta = json.loads((path / META_FILE).read_text(encoding="utf-8"))
         return cls(key=meta["key"], path=path, kind=Kind(meta["kind"]), meta=meta)
 
     @property
@@ -62,6 +62,11 @@ class Artifact:
         """Facts its producing stage declared (e.g. graph_optimization); see
         `Stage.properties`."""
         return self.meta.get("properties") or {}
+
+    @property
+    def revision(self) -> str | None:
+        """The hub revision to pass to from_pretrained (the model as given, by hub id)."""
+        return None if self.path.is_dir() else self.meta.get("revision")
 
     def size_bytes(self) -> int:
         """Serialized bytes of the model's own files (metadata excluded)."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -91,14 +90,14 @@ def validate(recipe: Annotated[Path, typer.Argument(help="recipe YAML file")],
     from compress.engine import prepare
 
     p = prepare(recipe, set_ or [])
-    for warning in p.warnings:
-        err_console.print(f"[yellow]warning[/yellow]: {warning}", highlight=False)
+    for message in p.warnings:
+        err_console.print(f"warning: {message}", style="yellow", markup=False, highlight=False)
     console.print(f"[green]ok[/green] {recipe}: {len(p.nodes)} stage run(s), "
                   f"{len(p.candidates)} candidate(s)")
     if plan:
         from compress.store import Store
 
-        render.plan(console, p, Store(cache_dir))
+        render.plan(console, p, Store(cache_dir, warn=_warn))
 
 
 @app.command()
@@ -122,11 +121,17 @@ def show(run_dir: Annotated[Path, typer.Argument(help="a run directory")],
     if format == "table":
         render.results_table(console, r.rows, title=r.manifest["recipe"]["resolved"]["name"])
     elif format == "json":
-        sys.stdout.write(json.dumps(r.rows if not tidy else r.measurements, indent=2) + "\n")
+        from compress.store import strict_json
+
+        sys.stdout.write(strict_json(r.rows if not tidy else r.measurements) + "\n")
     elif format == "csv":
         sys.stdout.write((r.table() if tidy else r.summary()).to_csv(index=False))
     else:
         raise InputError(f"--format {format!r}: expected table, json or csv")
+
+
+def _warn(message: str) -> None:
+    err_console.print(f"warning: {message}", style="yellow", markup=False, highlight=False)
 
 
 @app.command()
@@ -136,21 +141,19 @@ def cache(cache_dir: CacheDir = None,
           keep_runs: Annotated[int | None, typer.Option("--keep-runs", min=0, help="with --prune: "
                                                         "keep only the newest N runs")] = None,
           dry_run: Annotated[bool, typer.Option("--dry-run", help="with --prune: only "
-                                                "say what would go")] = False):
-    """Show the artifact cache (size, runs) and optionally prune it."""
+                                                "say what would go")] = False,
+          verify: Annotated[bool, typer.Option("--verify", help="check every artifact against "
+                                               "its sha256 digests and every measurement; "
+                                               "move what fails aside (exit 1 if any)")
+                            ] = False):
+    """Show the artifact cache (size, runs); optionally verify or prune it. Both refuse a
+    directory that is not a compress cache (no CACHEDIR.TAG)."""
     from compress.store import Store
 
-    store = Store(cache_dir)
-    if prune:
-        r = store.prune(keep_runs=keep_runs, dry_run=dry_run)
-        verb = "would remove" if dry_run else "removed"
-        console.print(f"{verb} {r['artifacts_removed']} artifact(s), "
-                      f"{r['measurements_removed']} measurement(s), "
-                      f"{r['bytes_freed'] / 1e6:.1f} MB; kept {r['runs_kept']} run(s)")
-    u = store.usage()
-    console.print(f"cache: {u['root']}\n  artifacts: {u['artifacts']} "
-                  f"({u['artifact_bytes'] / 1e6:.1f} MB), measurements: {u['measurements']}, "
-                  f"runs referring to it: {u['runs']}")
+    bad = render.cache(console, Store(cache_dir, warn=_warn), verify=verify, prune=prune,
+                       keep_runs=keep_runs, dry_run=dry_run)
+    if bad:
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -230,7 +233,9 @@ def recommend(run_dir: Annotated[Path, typer.Argument(help="a run directory")],
         raise typer.Exit(1)
     saved = D.save(run, rec, inputs)
     if format == "json":
-        sys.stdout.write(json.dumps(D.load(run).model_dump(mode="json"), indent=2) + "\n")
+        from compress.store import strict_json
+
+        sys.stdout.write(strict_json(D.load(run).model_dump(mode="json")) + "\n")
         return
     render.recommendation(console, rec, run.manifest["recipe"]["resolved"]["name"], all_rows)
     note = ""
@@ -291,9 +296,8 @@ def gate(run_dir: Annotated[Path, typer.Argument(help="a run directory")],
     optionally against a previous release. Exit 0 all pass, 1 a check fails (or a quality
     check is inconclusive), 2 the run/suite is invalid, nothing is named to gate, or a
     needed figure is missing."""
-    import os
-
     from compress.gate import gate as run_gate
+    from compress.gate_output import write_outputs
     from compress.hardware import calibrate as C
     from compress.hardware.catalog import load_catalog
 
@@ -313,16 +317,7 @@ def gate(run_dir: Annotated[Path, typer.Argument(help="a run directory")],
                       ask=_ask(prices, catalog_file, calibration, None, None,
                                [target] if target else None),
                       confidence=_level(confidence))
-    md = result.to_markdown()
-    for path, text in ((junit, result.to_junit()), (markdown, md),
-                       (json_out, result.to_json())):
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
-    step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
-    if step_summary:
-        with open(step_summary, "a") as fh:
-            fh.write(md + "\n")
+    write_outputs(result, junit=junit, markdown=markdown, json_out=json_out)
     render.gate(console, result)
     if result.exit_code:
         raise typer.Exit(result.exit_code)
@@ -391,6 +386,7 @@ def report(run_dir: Annotated[Path, typer.Argument(help="a run directory")],
 def main() -> None:
     """Console entry point: errors a user can act on print one line, never a traceback."""
     quiet.configure()
+    quiet.configure_process()
     try:
         from compress.envcheck import check_onnxruntime
 

@@ -7,6 +7,8 @@ engine would implement the same `build` method and leave stages untouched.
 
 from __future__ import annotations
 
+import sys
+import tempfile
 import time
 import traceback
 from abc import ABC, abstractmethod
@@ -16,7 +18,7 @@ from pathlib import Path
 
 from compress.artifacts import Artifact, Kind
 from compress.data import fingerprint
-from compress.errors import CompressError, MeasureError, StageError
+from compress.errors import CompressError, InputError, MeasureError, StageError
 from compress.plan import Node, Plan, build_plan, content_key, describe
 from compress.provenance import git_revision, package_versions
 from compress.quiet import verbose
@@ -50,9 +52,13 @@ class Outcome:
 
 
 class Reporter:
-    """Progress and messages; the CLI passes a rich-backed one, the API a silent one."""
+    """Progress and messages; the CLI passes a rich-backed one, the API a silent one
+    (warnings still go to stderr: they say a figure or a key is not what it seems)."""
 
     def step(self, message: str) -> None: ...
+
+    def warn(self, message: str) -> None:
+        print(f"warning: {message}", file=sys.stderr)
 
     def progress(self, description: str, total: int):
         return lambda n=1: None
@@ -66,19 +72,25 @@ def model_artifact(plan: Plan, store: Store, stats: Stats, reporter: Reporter) -
     gguf = gguf_file(plan.recipe.model)
     if gguf is None:
         return Artifact(key=key, path=Path(plan.model_path), kind=Kind.PYTORCH,
-                        meta={"key": key, "stage": None, "source": plan.model_path})
+                        meta={"key": key, "stage": None, "source": plan.model_path,
+                              "revision": plan.model_revision})
     cached = store.get(key)
     if cached is not None:
         stats.stage_cache_hits += 1
         return cached
-    reporter.step(f"converting {gguf} to a safetensors model (once)")
     with store.building(key) as tmp:
+        cached = store.get(key)  # a concurrent run may have converted it meanwhile
+        if cached is not None:
+            stats.stage_cache_hits += 1
+            return cached
+        reporter.step(f"converting {gguf} to a safetensors model (once)")
         t0 = time.perf_counter()
-        convert_gguf(plan.model_path, gguf, tmp)
+        convert_gguf(plan.model_path, gguf, tmp, revision=plan.model_revision)
         stats.stage_executions += 1
         return store.commit(tmp, {
             "key": key, "kind": Kind.PYTORCH.value, "stage": "import-gguf", "step": "model",
-            "source": f"{plan.model_path}/{gguf}", "versions": package_versions(),
+            "source": f"{plan.model_path}/{gguf}", "revision": plan.model_revision,
+            "versions": package_versions(),
             "wall_time_s": round(time.perf_counter() - t0, 3),
             "created": datetime.now(UTC).isoformat(timespec="seconds")})
 
@@ -89,7 +101,13 @@ def build_all(plan: Plan, store: Store, executor: Executor | None = None, force:
     executor = executor or LocalExecutor()
     reporter = reporter or Reporter()
     out = Outcome()
-    out.artifacts[plan.model_node.key] = model_artifact(plan, store, out.stats, reporter)
+    try:
+        out.artifacts[plan.model_node.key] = model_artifact(plan, store, out.stats, reporter)
+    except CompressError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the model as given failed to load or convert
+        raise CompressError(f"could not import the model {plan.model_path}: "
+                            f"{type(exc).__name__}: {exc}") from None
     recipe = plan.recipe
     for node in plan.nodes:
         parent = node.parent.key
@@ -119,10 +137,12 @@ def build_all(plan: Plan, store: Store, executor: Executor | None = None, force:
                     out.stats.stage_cache_hits += 1
                     continue
                 t0 = time.perf_counter()
-                checks = executor.build(node, out.artifacts[parent], ctx, tmp)
+                with store.reading(parent):  # a --force rebuild of the input waits
+                    checks = executor.build(node, out.artifacts[parent], ctx, tmp)
                 meta = {
                     "key": node.key, "kind": node.kind.value, "stage": node.stage,
                     "step": node.step, "config": node.config_dict(), "parent": parent,
+                    "format": stage.produces_format(node.config),
                     "data": node.data_fingerprints, "properties": node.properties,
                     "task": recipe.task,
                     "seed": recipe.seed if stage.uses_seed else None,
@@ -152,7 +172,8 @@ def measurement_key(plan: Plan, artifact_key: str, reference: str | None) -> str
 
     return content_key({"artifact": artifact_key, "settings": plan.suite.settings(),
                         "eval": fingerprint(plan.eval_data), "machine": machine_fingerprint(),
-                        "version": MEASURE_VERSION, "reference": reference})
+                        "version": MEASURE_VERSION, "reference": reference,
+                        "versions": package_versions()})
 
 
 def import_peak(store: Store, runtime_kind: str, threads: int,
@@ -162,11 +183,12 @@ def import_peak(store: Store, runtime_kind: str, threads: int,
 
     key = content_key({"import_only": runtime_kind, "machine": machine_fingerprint(),
                        "versions": package_versions(), "version": MEASURE_VERSION})
-    cached = store.get_measurement(key)
-    if cached is None or remeasure:
-        cached = import_baseline(runtime_kind, threads)
-        store.put_measurement(key, cached)
-    return cached["memory"]["peak_rss_bytes"], key
+    with store.measuring(key):
+        cached = store.get_measurement(key)
+        if cached is None or remeasure:
+            cached = import_baseline(runtime_kind, threads)
+            store.put_measurement(key, cached)
+    return (cached.get("memory") or {}).get("peak_rss_bytes"), key
 
 
 def measure_all(plan: Plan, store: Store, built: Outcome, remeasure: bool = False,
@@ -190,19 +212,26 @@ def measure_all(plan: Plan, store: Store, built: Outcome, remeasure: bool = Fals
         base_m = results.get(cand.baseline.key)
         ref = None if cand.baseline.key == key or base_m is None else base_m.measurement_key
         mkey = measurement_key(plan, key, ref)
-        cached = store.get_measurement(mkey)
-        if cached is not None and store.outputs_path(mkey).is_file() and not remeasure \
-                and key not in built.rebuilt:
+        fresh = remeasure or key in built.rebuilt
+        cached = None if fresh else store.get_measurement(mkey, with_outputs=True)
+        if cached is not None:
             results[key] = Measurement.model_validate({**cached, "measurement_key": mkey,
                                                        "cached": True})
             built.stats.measurement_cache_hits += 1
             advance(1)
             continue
-        reporter.step(f"measuring {cand.name}")
         artifact = built.artifacts[key]
         try:
-            res = measure(artifact, suite, payload,
-                          store.outputs_path(ref) if ref else None, store.outputs_path(mkey))
+            with store.measuring(mkey):
+                cached = None if fresh else store.get_measurement(mkey, with_outputs=True)
+                if cached is not None:  # a concurrent run measured it meanwhile
+                    results[key] = Measurement.model_validate(
+                        {**cached, "measurement_key": mkey, "cached": True})
+                    built.stats.measurement_cache_hits += 1
+                    advance(1)
+                    continue
+                reporter.step(f"measuring {cand.name}")
+                res = _measure_locked(store, artifact, suite, payload, ref, mkey, measure)
             runtime = artifact.kind.runtime
             if runtime not in peaks:
                 peaks[runtime] = import_peak(store, runtime, suite.latency.threads, remeasure)
@@ -225,6 +254,15 @@ def measure_all(plan: Plan, store: Store, built: Outcome, remeasure: bool = Fals
     return results
 
 
+def _measure_locked(store: Store, artifact: Artifact, suite, payload: dict, ref: str | None,
+                    mkey: str, measure) -> dict:
+    """Measure while holding the artifact for reading; outputs land under a unique temp
+    name and are renamed into place."""
+    with store.reading(artifact.key):
+        return measure(artifact, suite, payload, store.outputs_path(ref) if ref else None,
+                       store.outputs_path(mkey))
+
+
 def prepare(recipe_path: str | Path, overrides: list[str] | None = None) -> Plan:
     """Load and validate a recipe and its suite into a plan (no work is done)."""
     recipe = load_recipe(recipe_path, overrides)
@@ -234,9 +272,57 @@ def prepare(recipe_path: str | Path, overrides: list[str] | None = None) -> Plan
     return build_plan(recipe, suite, suite_src)
 
 
-def default_run_dir(plan: Plan) -> Path:
+RUN_FILES = ("manifest.json", "results.json")
+
+
+def default_run_dir(plan: Plan, parent: Path = Path("runs")) -> Path:
+    """runs/<recipe name>-<time>, created here; a second run in the same second gets its
+    own directory (-2, -3, ...)."""
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    return Path("runs") / f"{plan.recipe.name}-{stamp}"
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create the run directory in {parent}: "
+                         f"{exc.strerror}") from None
+    for n in range(1, 1000):
+        path = parent / (f"{plan.recipe.name}-{stamp}" + (f"-{n}" if n > 1 else ""))
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise InputError(f"cannot create the run directory {path}: {exc.strerror}") from None
+        _check_writable(path)
+        return path
+    raise InputError(f"{parent}: too many runs of {plan.recipe.name!r} started at {stamp}")
+
+
+def prepare_out_dir(path: str | Path) -> Path:
+    """Check and create --out before any work: it must be new, empty, or a run directory
+    (which is then overwritten), and writable."""
+    path = Path(path)
+    if path.exists():
+        if not path.is_dir():
+            raise InputError(f"--out {path}: exists and is not a directory")
+        if any(path.iterdir()) and not any((path / f).is_file() for f in RUN_FILES):
+            raise InputError(f"--out {path}: exists, is not empty and is not a run directory "
+                             "(no manifest.json or results.json); refusing to write results "
+                             "into it. Choose a new or empty directory")
+    else:
+        try:
+            path.mkdir(parents=True)
+        except OSError as exc:
+            raise InputError(f"--out {path}: cannot create it ({exc.strerror})") from None
+    _check_writable(path)
+    return path
+
+
+def _check_writable(path: Path) -> None:
+    try:
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".compress-probe-"):
+            pass
+    except OSError as exc:
+        raise InputError(f"--out {path}: cannot write there ({exc.strerror})") from None
 
 
 def run_recipe(recipe_path: str | Path, out_dir: str | Path | None = None,
@@ -249,10 +335,11 @@ def run_recipe(recipe_path: str | Path, out_dir: str | Path | None = None,
     started = time.perf_counter()
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
     plan = prepare(recipe_path, overrides)
-    for warning in plan.warnings:
-        (reporter or Reporter()).step(f"[yellow]warning[/yellow]: {warning}")
-    store = Store(cache_dir)
-    run_dir = Path(out_dir) if out_dir else default_run_dir(plan)
+    reporter = reporter or Reporter()
+    for message in plan.warnings:
+        reporter.warn(message)
+    store = Store(cache_dir, warn=reporter.warn)
+    run_dir = prepare_out_dir(out_dir) if out_dir else default_run_dir(plan)
     with store.shared_lock():
         store.clean_stale()
         built = build_all(plan, store, executor, force, reporter)

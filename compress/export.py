@@ -7,12 +7,17 @@ loader), its tokenizer and config, and a README.md model card with the measured 
 their provenance and, for the recommended pair, the targets it was recommended for. The
 artifact's store metadata (`compress-artifact.json`) stays behind. The copy is written
 beside the destination and renamed into place, so a failed export leaves nothing half
-written.
+written; a killed one leaves a hidden temp dir that the next export into the same folder
+removes. The export holds the store lock shared (no prune meanwhile) and the artifact for
+reading (no --force swap meanwhile), and verifies every file against the sha256 recorded
+when the artifact was committed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import re
 import shutil
 import uuid
 from dataclasses import dataclass
@@ -139,6 +144,79 @@ def model_card(run: Run, row: dict, base: dict | None, rec: dict | None,
     return "\n".join(lines)
 
 
+EXPORT_TMP = re.compile(r"^\..+\.[0-9a-f]{8}\.compress-export$")
+
+
+def _store_of(src: Path):
+    """The store an artifact dir belongs to (None for a model folder given by the recipe)."""
+    from compress.store import MARKER, Store
+
+    root = src.parent.parent
+    if src.parent.name == "artifacts" and (root / MARKER).is_file():
+        return Store(root)
+    return None
+
+
+def clean_stale_exports(parent: Path) -> int:
+    """Remove the hidden temp dirs of exports into `parent` that were killed (their holder's
+    lock is free); returns how many."""
+    from compress.store import flock_dir
+
+    removed = 0
+    for d in parent.iterdir() if parent.is_dir() else []:
+        if not (EXPORT_TMP.match(d.name) and d.is_dir()):
+            continue
+        with flock_dir(d, blocking=False) as free:
+            if free:
+                shutil.rmtree(d, ignore_errors=True)
+                removed += 1
+    return removed
+
+
+def _copy_out(run: Run, row: dict, rec: dict | None, src: Path, dest: Path, store) -> list[str]:
+    """Copy the artifact into a hidden temp dir beside dest (held by a lock, so a killed
+    export's leftovers are recognised and removed by the next one), verify every file
+    against the digests recorded at commit, write the model card, then rename into place."""
+    from compress.store import flock_dir, fsync_tree, verify_files
+
+    candidate = row["candidate"]
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale_exports(dest.parent)
+    tmp = dest.parent / f".{dest.name}.{uuid.uuid4().hex[:8]}.compress-export"
+    tmp.mkdir()
+    try:
+        with flock_dir(tmp):
+            shutil.copytree(src, tmp, dirs_exist_ok=True,
+                            ignore=lambda d, fs: [f for f in fs if f in LEFT_BEHIND])
+            if store is not None:
+                meta = json.loads((src / META_FILE).read_text(encoding="utf-8"))
+                problems = verify_files(tmp, meta.get("files"))
+                if problems:
+                    raise CompressError(f"{candidate}: the cached artifact {src} is corrupt ("
+                                        + "; ".join(problems[:3]) + "); nothing exported. "
+                                        "Run the recipe again to rebuild it")
+            files = sorted(str(f.relative_to(tmp)) for f in tmp.rglob("*") if f.is_file())
+            if not (tmp / "config.json").is_file():
+                raise CompressError(f"{candidate}: the artifact has no config.json")
+            if not any((tmp / f).is_file() for f in TOKENIZER_FILES):
+                raise CompressError(f"{candidate}: the artifact has no tokenizer files")
+            if (tmp / "README.md").is_file():  # the source model's own card, kept beside ours
+                (tmp / "README.md").rename(tmp / "README.source.md")
+                files = [("README.source.md" if f == "README.md" else f) for f in files]
+            base = next((r for r in run.rows if r["candidate"] == row.get("baseline")), None)
+            card = model_card(run, row, base if base is not row else None, rec,
+                              sorted(files + ["README.md"]))
+            (tmp / "README.md").write_text(card, encoding="utf-8")
+            fsync_tree(tmp)
+            if dest.exists():
+                dest.rmdir()
+            tmp.rename(dest)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return files
+
+
 def _serving_row(decision, candidate: str) -> dict | None:
     """The decision's row for this candidate: the winner's, else its cheapest runnable."""
     r = decision.rec
@@ -168,6 +246,44 @@ def _triton_serving(row: dict | None, threads: int):
                          tuple(int(x) for x in pref), int(num(row.get("workers"), 1)),
                          threads, "KIND_GPU" if gpu else "KIND_CPU",
                          int(num(row.get("instances"), 0)) or None)
+
+
+def _triton_out(run: Run, decision, candidate: str, row: dict, rec, src: Path,
+                dest: Path) -> Exported:
+    from compress.triton import write_repository
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale_exports(dest.parent)
+    tmp = dest.parent / f".{dest.name}.{uuid.uuid4().hex[:8]}.compress-export"
+    serving = _triton_serving(_serving_row(decision, candidate),
+                              int((run.manifest["suite"]["resolved"].get("latency") or {})
+                                  .get("threads") or 1))
+    model_name = "".join(c if c.isalnum() or c in "-_" else "_" for c in candidate)
+    tmp.mkdir()
+    try:
+        with flock_dir_ctx(tmp):
+            write_repository(src, tmp, model_name, serving)
+            (tmp / "README.md").write_text(
+                f"# Triton model repository: {candidate}\n\n"
+                f"`{model_name}/config.pbtxt` serves it with max batch {serving.max_batch}, "
+                f"max queue delay {serving.max_queue_delay_ms:g} ms and {serving.workers} "
+                f"instance(s) of {serving.threads} thread(s) ({serving.kind}); "
+                f"{serving.instances or 1} machine(s) at the peak. {decision.describe()}."
+                "\n", encoding="utf-8")
+            files = sorted(str(f.relative_to(tmp)) for f in tmp.rglob("*") if f.is_file())
+            if dest.exists():
+                dest.rmdir()
+            tmp.rename(dest)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return Exported(dest, candidate, row["kind"], files, rec)
+
+
+def flock_dir_ctx(path: Path):
+    from compress.store import flock_dir
+
+    return flock_dir(path)
 
 
 def export(run: Run | str | Path, candidate: str | None = None, *, to: str | Path,
@@ -230,50 +346,10 @@ def export(run: Run | str | Path, candidate: str | None = None, *, to: str | Pat
         raise InputError(f"--to {dest}: overlaps the run directory {run.path}")
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise InputError(f"--to {dest}: exists and is not empty")
-    tmp = dest.parent / f".{dest.name}.{uuid.uuid4().hex[:8]}.tmp"
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    if format == "triton":
-        from compress.triton import write_repository
-
-        serving = _triton_serving(_serving_row(decision, candidate),
-                                  int((run.manifest["suite"]["resolved"].get("latency") or {})
-                                      .get("threads") or 1))
-        model_name = "".join(c if c.isalnum() or c in "-_" else "_" for c in candidate)
-        try:
-            write_repository(src, tmp, model_name, serving)
-            (tmp / "README.md").write_text(
-                f"# Triton model repository: {candidate}\n\n"
-                f"`{model_name}/config.pbtxt` serves it with max batch {serving.max_batch}, "
-                f"max queue delay {serving.max_queue_delay_ms:g} ms and {serving.workers} "
-                f"instance(s) of {serving.threads} thread(s) ({serving.kind}); "
-                f"{serving.instances or 1} machine(s) at the peak. {decision.describe()}."
-                "\n")
-            files = sorted(str(f.relative_to(tmp)) for f in tmp.rglob("*") if f.is_file())
-            if dest.exists():
-                dest.rmdir()
-            tmp.rename(dest)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
-        return Exported(dest, candidate, row["kind"], files, rec)
-    try:
-        shutil.copytree(src, tmp, ignore=lambda d, fs: [f for f in fs if f in LEFT_BEHIND])
-        files = sorted(str(f.relative_to(tmp)) for f in tmp.rglob("*") if f.is_file())
-        if not (tmp / "config.json").is_file():
-            raise CompressError(f"{candidate}: the artifact has no config.json")
-        if not any((tmp / f).is_file() for f in TOKENIZER_FILES):
-            raise CompressError(f"{candidate}: the artifact has no tokenizer files")
-        if (tmp / "README.md").is_file():  # the source model's own card, kept beside ours
-            (tmp / "README.md").rename(tmp / "README.source.md")
-            files = [("README.source.md" if f == "README.md" else f) for f in files]
-        base = next((r for r in run.rows if r["candidate"] == row.get("baseline")), None)
-        card = model_card(run, row, base if base is not row else None, rec,
-                          sorted(files + ["README.md"]))
-        (tmp / "README.md").write_text(card)
-        if dest.exists():
-            dest.rmdir()
-        tmp.rename(dest)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    store = _store_of(src)
+    with store.shared_lock() if store else contextlib.nullcontext():
+        with store.reading(src.name) if store else contextlib.nullcontext():
+            if format == "triton":
+                return _triton_out(run, decision, candidate, row, rec, src, dest)
+            files = _copy_out(run, row, rec, src, dest, store)
     return Exported(dest, candidate, row["kind"], sorted(files + ["README.md"]), rec)

@@ -22,7 +22,6 @@ against it (`--baseline verdict.json`) after the previous run's artifacts are go
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -42,7 +41,7 @@ from compress.decide.gate_checks import (
 )
 from compress.errors import InputError
 from compress.gate_output import to_junit, to_markdown
-from compress.records import SCHEMA_VERSION, Direction, Record, check_version, direction, parse
+from compress.records import SCHEMA_VERSION, Direction, Record, direction, parse
 from compress.results import Run, load_run
 
 __all__ = ["Check", "GateResult", "Verdict", "gate", "read_verdict", "suite_targets"]
@@ -121,7 +120,9 @@ class GateResult:
         return self.record().model_dump(mode="json")
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, default=str)
+        from compress.store import strict_json
+
+        return strict_json(self.to_dict())
 
     def to_junit(self) -> str:
         """JUnit XML: one <testsuite> per candidate, one <testcase> per check."""
@@ -146,16 +147,34 @@ def suite_targets(path: str | Path, run: Run) -> tuple[dict, dict | None]:
     return suite.targets.model_dump(), (suite.traffic.model_dump() if suite.traffic else None)
 
 
+def _verdict_figures(data: dict, path: Path) -> dict[str, dict]:
+    """The figures of a gate verdict JSON: {candidate: {figure: number or null}}."""
+    figures = data["figures"]
+    numeric = ("value", "fidelity", "latency_p95_ms", "memory_mb", "cost_per_1k",
+               "price_per_hour", "batch_size")
+
+    def number(v) -> bool:
+        return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+
+    ok = isinstance(figures, dict) and all(
+        isinstance(f, dict) and all(number(f.get(k)) for k in numeric)
+        for f in figures.values())
+    if not ok or not isinstance(data["checks"], list):
+        raise InputError(f"--baseline {path}: not a gate verdict: expected 'figures' as "
+                         "{candidate: {figure: value}} and 'checks' as a list (write one "
+                         "with `compress gate --json FILE`)")
+    return figures
+
+
 def _previous(path: str | Path, target: str, catalog, calibration, thr) -> dict[str, dict]:
     """Figures of a previous release: a gate verdict JSON, a run dir or its results.json."""
     p = Path(path)
     if p.is_file():
-        try:
-            data = json.loads(p.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise InputError(f"--baseline {p}: not JSON ({exc})") from None
-        check_version(data, f"--baseline {p}")
+        from compress.records import read_json
+
+        data = read_json(p, "a gate verdict (--json) or a results.json")
         if isinstance(data, dict) and "figures" in data and "checks" in data:
+            _verdict_figures(data, p)  # numbers where figures are expected
             return parse(Verdict, data, f"--baseline {p}", "gate verdict").figures
         if isinstance(data, dict) and "candidates" in data:
             p = p.parent
@@ -290,8 +309,10 @@ def gate(run: Run | str | Path, thresholds: dict | None = None, *,
                  latency_p95_ms=_num(pinned.get("latency_p95_ms")),
                  memory_mb=mem * 1000 if mem is not None else f.get("memory_mb"),
                  provenance=pinned.get("provenance"), serving=pinned.get("serving"))
+    # a given --baseline is read (and refused when malformed) even if no regression
+    # threshold uses it, so a broken CI input is found on the first run
     prev = (_previous(baseline, result.target, catalog, calibration, thr)
-            if baseline is not None and regression else None)
+            if baseline is not None else None)
     lower = direction(metric) is Direction.LOWER
     quality = quality_checks(run, chosen, thr, metric, confidence)
     for name in chosen:
@@ -306,7 +327,7 @@ def gate(run: Run | str | Path, thresholds: dict | None = None, *,
                           or (c.check == "quality.baseline" and c.candidate == base
                               and c not in result.checks)]
         result.checks += perf_checks(name, f, thr)
-        if prev is not None:
+        if prev is not None and regression:
             pname = baseline_candidate or name
             result.checks += regression_checks(name, f, prev.get(pname), pname, thr, lower)
     asked_quality = [k for k in QUALITY_KEYS + ("max_quality_decrease",)

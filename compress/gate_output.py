@@ -66,3 +66,25 @@ def _fmt(v) -> str:
     if v is None:
         return "-"
     return f"{v:.6g}"
+
+
+def write_outputs(result, *, junit=None, markdown=None, json_out=None) -> None:
+    """Write the JUnit XML, markdown and JSON verdict where asked (InputError when a path
+    cannot be written), and append the markdown to $GITHUB_STEP_SUMMARY when set."""
+    import os
+
+    from compress.errors import InputError
+
+    md = result.to_markdown()
+    for path, text in ((junit, result.to_junit()), (markdown, md),
+                       (json_out, result.to_json())):
+        if path is not None:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(text, encoding="utf-8")
+            except OSError as exc:
+                raise InputError(f"{path}: cannot write it ({exc.strerror})") from None
+    step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if step_summary:
+        with open(step_summary, "a", encoding="utf-8") as fh:
+            fh.write(md + "\n")

@@ -39,11 +39,14 @@ def read_load_info(path: str | Path) -> dict | None:
 
 
 def write_load_info(out_dir: str | Path, info: dict) -> None:
-    (Path(out_dir) / LOAD_FILE).write_text(json.dumps(info, indent=1, sort_keys=True))
+    (Path(out_dir) / LOAD_FILE).write_text(json.dumps(info, indent=1, sort_keys=True),
+                                           encoding="utf-8")
 
 
-def load_for_inference(path: str | Path, task: str, trust_remote_code: bool = False):
-    """A torch.nn.Module in eval mode for a PyTorch-kind artifact (or a plain model dir)."""
+def load_for_inference(path: str | Path, task: str, trust_remote_code: bool = False,
+                       revision: str | None = None):
+    """A torch.nn.Module in eval mode for a PyTorch-kind artifact (or a plain model dir, or
+    a hub id at `revision`)."""
     from compress.models import load_pytorch
 
     info = read_load_info(path)
@@ -52,7 +55,7 @@ def load_for_inference(path: str | Path, task: str, trust_remote_code: bool = Fa
         if kind != Kind.PYTORCH:
             raise ValueError(f"{path}: a {kind.value} artifact needs {LOAD_FILE}, which is "
                              "missing")
-        return load_pytorch(path, task, trust_remote_code)
+        return load_pytorch(path, task, trust_remote_code, revision)
     if info["format"] == "hf":
         from compress.quiet import quiet_fds
 

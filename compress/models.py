@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
+import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -65,14 +68,15 @@ def gguf_file(spec: ModelSpec) -> str | None:
     return spec.gguf_file
 
 
-def convert_gguf(folder: str, file: str, out_dir: Path) -> None:
+def convert_gguf(folder: str, file: str, out_dir: Path, revision: str | None = None) -> None:
     """Dequantize a GGUF checkpoint into a plain safetensors model dir with its tokenizer."""
     from compress.quiet import import_transformers, quiet_fds
 
     tf = import_transformers()
     with quiet_fds():
-        tok = tf.AutoTokenizer.from_pretrained(folder, gguf_file=file)
-        model = tf.AutoModelForCausalLM.from_pretrained(folder, gguf_file=file)
+        tok = tf.AutoTokenizer.from_pretrained(folder, gguf_file=file, revision=revision)
+        model = tf.AutoModelForCausalLM.from_pretrained(folder, gguf_file=file,
+                                                        revision=revision)
     model.save_pretrained(out_dir, safe_serialization=True)
     tok.save_pretrained(out_dir)
 
@@ -93,6 +97,100 @@ def resolve_source(spec: ModelSpec, base_dir: Path | None = None) -> str:
     if src.startswith((".", "/", "~")) or src.count("/") != 1:
         raise InputError(f"model folder not found: {src}")
     return src  # a hub id; loads where the hub (or its local cache) is reachable
+
+
+COMMIT = re.compile(r"^[0-9a-f]{40}$")
+TOKENIZER_FILE = "tokenizer.json"
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """Where the model loads from, what to pass as `revision`, and what keys it."""
+
+    path: str  # a local folder, or a hub id
+    revision: str | None  # passed to every from_pretrained; None for a local folder
+    identity: str  # goes into the model node's cache key
+    warning: str | None = None
+
+
+def hub_cache_commit(model_id: str, revision: str | None) -> tuple[str | None, Path | None]:
+    """(commit, snapshot folder) of a hub model in the local Hugging Face cache: a branch or
+    tag resolves through the cache's refs/; either may be None."""
+    from huggingface_hub.constants import HF_HUB_CACHE
+
+    repo = Path(HF_HUB_CACHE) / ("models--" + model_id.replace("/", "--"))
+    rev = revision or "main"
+    commit = rev if COMMIT.match(rev) else None
+    ref = repo / "refs" / rev
+    if commit is None and ref.is_file():
+        text = ref.read_text(encoding="utf-8", errors="replace").strip()
+        commit = text if COMMIT.match(text) else None
+    snapshot = repo / "snapshots" / commit if commit else None
+    return commit, snapshot if snapshot is not None and snapshot.is_dir() else None
+
+
+def resolve_model(spec: ModelSpec, base_dir: Path | None = None) -> ResolvedModel:
+    """Resolve a recipe's model to something that loads exactly what its key says.
+
+    A hub revision (branch, tag or commit) is resolved to a commit through the local Hugging
+    Face cache; the snapshot of that commit is then loaded as a local folder. Otherwise a
+    40-hex commit is passed as `revision`. A branch that cannot be resolved is refused with
+    trust_remote_code (the repo's code would run from wherever the branch points), and
+    otherwise keyed as floating, with a warning. InputError names the field."""
+    path = resolve_source(spec, base_dir)
+    local = Path(path).is_dir()
+    if local:
+        if spec.revision is not None:
+            raise _at("revision", f"revision {spec.revision!r} applies to hub models only; "
+                                  f"{spec.source} is a local folder (its content is hashed)")
+        _check_folder(Path(path), gguf_file(spec))
+        return ResolvedModel(path, None, fingerprint_source(path, spec))
+    commit, snapshot = hub_cache_commit(path, spec.revision)
+    asked = spec.revision or "main"
+    if snapshot is not None:
+        _check_folder(snapshot, gguf_file(spec))
+        return ResolvedModel(str(snapshot), None, f"hub:{path}@{commit}")
+    if commit is not None:
+        return ResolvedModel(path, commit, f"hub:{path}@{commit}")
+    if spec.trust_remote_code:
+        raise _at("revision", f"revision {asked!r} of {path} is not a commit and is not "
+                              "in the local Hugging Face cache; with trust_remote_code: true, "
+                              "set model.revision to a 40-hex commit, so that the code that "
+                              "runs is the code the recipe pins")
+    return ResolvedModel(path, asked, f"hub:{path}@{asked}:floating",
+                         warning=f"model {path} revision {asked!r} is not resolved to a "
+                                 "commit (not in the local Hugging Face cache): its cache "
+                                 "key floats, so a new upload to that branch would not be "
+                                 "noticed; pin model.revision to a 40-hex commit")
+
+
+def _check_folder(folder: Path, gguf: str | None) -> None:
+    """A model folder must hold what a run will need, so `validate` finds it missing."""
+    if gguf is not None:
+        if not (folder / gguf).is_file():
+            raise _at("gguf_file", f"file {gguf!r} not found in {folder}")
+        return
+    if not (folder / "config.json").is_file():
+        raise InputError(f"{folder}: no config.json; expected a Hugging Face model folder")
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{folder}/config.json: not a readable JSON file "
+                         f"({type(exc).__name__}: {exc})") from None
+    if not isinstance(config, dict):
+        raise InputError(f"{folder}/config.json: expected a JSON object, got "
+                         f"{type(config).__name__}")
+    if not (folder / TOKENIZER_FILE).is_file():
+        raise InputError(f"{folder}: no {TOKENIZER_FILE}; compress tokenizes every runtime "
+                         "with the fast tokenizer's tokenizer.json (save it with "
+                         "AutoTokenizer.from_pretrained(...).save_pretrained(folder))")
+
+
+def _at(fld: str, message: str) -> InputError:
+    """An InputError about model.<fld> (the planner names file, line and field)."""
+    exc = InputError(message)
+    exc.loc = ("model", fld)
+    return exc
 
 
 def fingerprint_source(resolved: str, spec: ModelSpec) -> str:

@@ -13,6 +13,7 @@ import itertools
 import json
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -21,7 +22,8 @@ from pydantic import ValidationError
 from compress.artifacts import Kind
 from compress.data import check_columns, describe_source, fingerprint, load_frame
 from compress.errors import InputError
-from compress.models import fingerprint_source, resolve_source
+from compress.models import gguf_file, resolve_model
+from compress.provenance import package_versions
 from compress.recipe import MODEL_STEP, Recipe
 from compress.stages.base import StageConfig, all_stages, get_stage
 from compress.suite import Suite
@@ -46,6 +48,7 @@ class Node:
     variant: dict[str, Any] = field(default_factory=dict)  # this step's swept settings
     data_fingerprints: dict[str, str] = field(default_factory=dict)
     properties: dict[str, Any] = field(default_factory=dict)  # declared by its stage
+    layers: int | None = None  # transformer blocks of this node's model, where known
 
     def chain(self) -> list[Node]:
         out, node = [], self
@@ -76,6 +79,7 @@ class Plan:
     candidates: list[Candidate]
     data: dict[str, pd.DataFrame]
     eval_data: pd.DataFrame
+    model_revision: str | None = None  # passed to from_pretrained for a hub id
     warnings: list[str] = field(default_factory=list)
 
 
@@ -190,14 +194,19 @@ def build_plan(recipe: Recipe, suite: Suite, suite_src) -> Plan:
         raise src.error(("suite",), f"suite {recipe.suite!r} is for task {suite.task!r}, "
                                     f"but the recipe's task is {recipe.task!r}")
     try:
-        model_path = resolve_source(recipe.model, recipe.base_dir)
+        resolved = resolve_model(recipe.model, recipe.base_dir)
     except InputError as exc:
-        raise src.error(("model", "source"), str(exc)) from None
+        raise src.error(getattr(exc, "loc", ("model", "source")), str(exc)) from None
+    model_path = resolved.path
     frames, eval_df = load_data(recipe, suite, suite_src)
     fps = {role: fingerprint(df) for role, df in frames.items()}
+    versions = package_versions()  # what produced an artifact is part of its key
 
-    model_node = Node(key=content_key({"model": fingerprint_source(model_path, recipe.model)}),
-                      step=MODEL_STEP, stage=None, config=None, kind=Kind.PYTORCH)
+    model_id = {"model": resolved.identity}
+    if gguf_file(recipe.model):  # converted by transformers: its version matters
+        model_id["versions"] = versions
+    model_node = Node(key=content_key(model_id), step=MODEL_STEP, stage=None, config=None,
+                      kind=Kind.PYTORCH, layers=model_layers(model_path))
     outputs: dict[str, list[Node]] = {MODEL_STEP: [model_node]}
     nodes: dict[str, Node] = {}
     known = all_stages()
@@ -247,19 +256,24 @@ def build_plan(recipe: Recipe, suite: Suite, suite_src) -> Plan:
                 reason = stage.check_input(config, parent)
                 if reason:
                     raise src.error(loc + ("input",), reason)
+                bad = layer_problem(config, parent)
+                if bad:
+                    raise src.error(loc + ("with", bad[0]), bad[1])
                 used = {r: fp for r, fp in roles.items() if r in stage.data_roles(config)}
                 key = content_key({
                     "stage": step.stage, "version": stage.version,
                     "config": config.model_dump(mode="json"), "parent": parent.key,
                     "data": used, "task": recipe.task,
                     "seed": recipe.seed if stage.uses_seed else None,
+                    "versions": versions,
                 })
                 node = nodes.get(key) or Node(key=key, step=step.id, stage=step.stage,
                                               config=config, parent=parent, variant=variant,
                                               kind=stage.produces(config, parent.kind),
                                               data_fingerprints=used,
                                               properties=stage.properties(config,
-                                                                          parent.properties))
+                                                                          parent.properties),
+                                              layers=layers_after(config, parent.layers))
                 nodes[key] = node
                 outs.append(node)
         outputs[step.id] = outs
@@ -269,7 +283,9 @@ def build_plan(recipe: Recipe, suite: Suite, suite_src) -> Plan:
     check_eval_labels(recipe, suite, suite_src, model_path, frames, eval_df, candidates)
     return Plan(recipe=recipe, suite=suite, model_path=model_path, model_node=model_node,
                 nodes=list(nodes.values()), candidates=candidates, data=frames,
-                eval_data=eval_df, warnings=eval_size_warnings(suite, len(eval_df)))
+                eval_data=eval_df, model_revision=resolved.revision,
+                warnings=([resolved.warning] if resolved.warning else [])
+                + eval_size_warnings(suite, len(eval_df)))
 
 
 def eval_size_warnings(suite: Suite, n: int) -> list[str]:
@@ -288,6 +304,54 @@ def eval_size_warnings(suite: Suite, n: int) -> list[str]:
             f"interval reaching about {reach:.3f}, above max_drop {t.max_drop:g}, so that check "
             "can pass only for candidates that agree with the baseline on every example; "
             f"about {math.ceil(3 / t.max_drop - 1e-9)} examples are needed"]
+
+
+def model_layers(model_path: str) -> int | None:
+    """Transformer blocks of a local model folder (config.json), or None if unknown."""
+    cfg = Path(model_path) / "config.json"
+    try:
+        data = json.loads(cfg.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    for name in ("num_hidden_layers", "n_layer", "num_layers"):
+        if isinstance(data, dict) and isinstance(data.get(name), int):
+            return data[name]
+    return None
+
+
+def layer_problem(config: StageConfig, parent: Node) -> tuple[str, str] | None:
+    """(setting, reason) when layer indices in a config do not exist in the input model, so
+    `validate` refuses them instead of the stage failing at run time."""
+    n = parent.layers
+    if n is None:
+        return None
+    for name in ("keep_layers", "drop_layers"):
+        idx = getattr(config, name, None) or []
+        bad = [i for i in idx if not 0 <= i < n]
+        if bad:
+            return name, (f"layer {bad[0]} does not exist: the input {parent.step!r} has {n} "
+                          f"layers (0..{n - 1})")
+        if name == "drop_layers" and idx and len(set(idx)) >= n:
+            return name, f"drops all {n} layers of {parent.step!r}; keep at least one"
+    every_k = getattr(config, "every_k", None)
+    if every_k is not None and every_k >= n:
+        return "every_k", f"{every_k} >= the {n} layers of {parent.step!r}: keeps only layer 0"
+    return None
+
+
+def layers_after(config: StageConfig, layers: int | None) -> int | None:
+    """Transformer blocks after a stage: fewer when it keeps or drops layers."""
+    if layers is None:
+        return None
+    if getattr(config, "keep_layers", None):
+        return len(config.keep_layers)
+    if getattr(config, "every_k", None):
+        return len(range(0, layers, config.every_k))
+    if getattr(config, "student_config", None):
+        return config.student_config.get("num_hidden_layers", layers)
+    if getattr(config, "drop_layers", None):
+        return layers - len(set(config.drop_layers))
+    return layers
 
 
 def _config_error(src, loc, step, stage, variant, exc: ValidationError):

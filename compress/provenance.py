@@ -2,22 +2,31 @@
 
 from __future__ import annotations
 
+import functools
 import subprocess
 from importlib import metadata
 from pathlib import Path
 
 PACKAGES = ("compress", "torch", "transformers", "optimum", "optimum-onnx", "onnx",
-            "onnxruntime", "onnxruntime-gpu", "datasets", "tokenizers", "numpy")
+            "onnxruntime", "onnxruntime-gpu", "onnxscript", "torchao", "bitsandbytes",
+            "safetensors", "openvino", "nncf", "datasets", "tokenizers", "numpy")
+
+
+@functools.cache
+def _versions() -> tuple[tuple[str, str], ...]:
+    out = []
+    for name in PACKAGES:
+        try:
+            out.append((name, metadata.version(name)))
+        except metadata.PackageNotFoundError:
+            continue
+    return tuple(out)
 
 
 def package_versions() -> dict[str, str]:
-    out = {}
-    for name in PACKAGES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return out
+    """Versions of the packages that produce and measure artifacts (part of every cache
+    key: after an upgrade, artifacts and measurements are made again)."""
+    return dict(_versions())
 
 
 def cpu_model() -> str:

@@ -75,3 +75,20 @@ def import_transformers():
         transformers.logging.set_verbosity_error()
         transformers.logging.disable_progress_bar()
     return transformers
+
+
+def _terminated(signum, frame):
+    """SIGTERM unwinds like Ctrl-C does, so temp dirs and locks are cleaned up on the way."""
+    raise KeyboardInterrupt
+
+
+def configure_process() -> None:
+    """For the console entry point: SIGTERM unwinds like Ctrl-C, and an ASCII locale does
+    not crash on "→" or "Δ"."""
+    import signal
+
+    signal.signal(signal.SIGTERM, _terminated)
+    for stream in (sys.stdout, sys.stderr):
+        if "utf" not in (getattr(stream, "encoding", "") or "").lower() \
+                and hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="replace")

@@ -10,11 +10,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from compress.data import DataSpec
 from compress.models import ModelSpec, Task
-from compress.yamlsource import YamlSource, apply_overrides, validation_error
+from compress.yamlsource import (
+    YamlSource,
+    apply_overrides,
+    refuse_absurd_numbers,
+    validation_error,
+)
 
 STEP_ID = r"^[a-z][a-z0-9_-]*$"
 MODEL_STEP = "model"  # the model as given, usable as input, candidate or baseline
@@ -55,6 +60,9 @@ class Recipe(BaseModel):
                                 "recommendation's)")
     seed: int = 0
 
+    _finite = model_validator(mode="before")(classmethod(
+        lambda cls, data: refuse_absurd_numbers(data)))
+
     _source: YamlSource | None = PrivateAttr(None)
 
     @property
@@ -74,6 +82,7 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     """Parse and validate the recipe's schema (`compress.plan.build_plan` checks the rest)."""
     src = YamlSource.load(path)
     apply_overrides(src, [o for o in overrides or [] if not o.startswith("suite.")])
+    src.check_numbers()
     try:
         recipe = Recipe.model_validate(src.data)
     except ValidationError as exc:

@@ -83,16 +83,33 @@ def check_version(data: Any, where: str | Path) -> int:
     return version
 
 
-def read_json(path: str | Path, what: str) -> dict:
-    """A versioned JSON file; InputError naming the file when it cannot be read."""
-    p = Path(path)
+def load_json(path: str | Path, what: str):
+    """A JSON file a user handed us, or InputError naming the file and what is wrong."""
+    path = Path(path)
     try:
-        data = json.loads(p.read_text())
+        return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise InputError(f"{p}: no such {what}") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"{p}: not a readable {what} ({exc})") from None
-    check_version(data, p)
+        raise InputError(f"{path}: no such file ({what} expected)") from None
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: not a readable {what}: not UTF-8 text (offset "
+                         f"{exc.start})") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: a directory, not a file ({what} expected)") from None
+    except OSError as exc:
+        raise InputError(f"{path}: not a readable {what}: cannot read it ({exc.strerror})") \
+            from None
+    except ValueError as exc:
+        raise InputError(f"{path}: not a readable {what}: not valid JSON ({exc})") from None
+
+
+def read_json(path: str | Path, what: str) -> dict:
+    """A versioned JSON file (`load_json`, then its schema_version checked); InputError
+    naming the file when it cannot be read."""
+    data = load_json(path, what)
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: not {what}: expected a JSON object, got "
+                         f"{type(data).__name__}")
+    check_version(data, path)
     return data
 
 
@@ -171,6 +188,7 @@ class Measurement(Record):
     measured_at: str | None = None
     versions: dict[str, str] = {}
     import_baseline_key: str | None = None
+    outputs_sha256: str | None = None  # digest of its stored outputs (the store checks it)
     measurement_key: str | None = None
     cached: bool | None = None
     units: dict[str, Any] | None = None           # per-unit results the intervals resample

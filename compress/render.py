@@ -22,6 +22,10 @@ class RichReporter:
     def step(self, message: str) -> None:
         self.bars.console.print(f"[dim]·[/dim] {message}")
 
+    def warn(self, message: str) -> None:
+        self.bars.console.print(f"warning: {message}", style="yellow", markup=False,
+                                highlight=False)
+
     def progress(self, description: str, total: int):
         task = self.bars.add_task(description, total=total)
         done = 0
@@ -160,6 +164,11 @@ def results_table(console: Console, rows: list[dict], title: str | None = None) 
         console.print(line.replace("warning:", "[red]warning[/red]:", 1), highlight=False)
 
 
+def _text(v) -> str:
+    """A text cell: empty for a missing value (None or a pandas NaN)."""
+    return v if isinstance(v, str) else ""
+
+
 def _f(v, fmt):
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "-"
@@ -230,7 +239,7 @@ def recommendation(console: Console, rec, title: str, all_rows: bool = False) ->
     cols += (["inst x wk", "max batch", "delay ms", "util", "p95 ms", "p99 ms"] if serving
              else ["batch", "p95 ms", "inf/s"])
     cols += ["$/h", "$ per 1k"] + (["$ per 1M tok"] if causal else []) \
-        + (["$/month"] if serving else []) + ["note"]
+        + (["$/month"] if serving else []) + ["efficiency", "note"]
     t = Table(*cols, title="candidate x target (measured = this machine; projected = "
               "roofline)" + ("; end-to-end latency under Poisson traffic at the peak"
                              if serving else ""), header_style="bold")
@@ -256,6 +265,7 @@ def recommendation(console: Console, rec, title: str, all_rows: bool = False) ->
         notes = [x for x in (r.get("reason"), r.get("composition")) if isinstance(x, str)]
         if r["status"] == "no price":
             notes = ["not priced"]
+        cells.append(_text(r.get("efficiency_source")))
         cells.append("; ".join(notes))
         t.add_row(*cells)
     console.print(t)
@@ -309,3 +319,29 @@ def gate(console: Console, result) -> None:
                   + (f"; quality judged at {result.confidence:.0%} confidence"
                      if result.confidence is not None else "; quality compared as point values"),
                   highlight=False)
+
+
+def cache(console: Console, store, *, verify: bool, prune: bool, keep_runs: int | None,
+          dry_run: bool) -> int:
+    """`compress cache`: optionally verify and prune, then the usage; the number of corrupt
+    entries verify found (the command exits 1 when there are any)."""
+    bad = 0
+    if verify:
+        v = store.verify()
+        bad = len(v["artifacts_corrupt"]) + len(v["measurements_corrupt"])
+        console.print(f"verified {v['artifacts']} artifact(s), {v['measurements']} "
+                      f"measurement(s): {len(v['artifacts_corrupt'])} artifact(s) and "
+                      f"{len(v['measurements_corrupt'])} measurement(s) corrupt"
+                      + (" (moved to corrupt/; they will be rebuilt)" if bad else ""),
+                      highlight=False)
+    if prune:
+        r = store.prune(keep_runs=keep_runs, dry_run=dry_run)
+        verb = "would remove" if dry_run else "removed"
+        console.print(f"{verb} {r['artifacts_removed']} artifact(s), "
+                      f"{r['measurements_removed']} measurement(s), "
+                      f"{r['bytes_freed'] / 1e6:.1f} MB; kept {r['runs_kept']} run(s)")
+    u = store.usage()
+    console.print(f"cache: {u['root']}\n  artifacts: {u['artifacts']} "
+                  f"({u['artifact_bytes'] / 1e6:.1f} MB), measurements: {u['measurements']}, "
+                  f"runs referring to it: {u['runs']}")
+    return bad

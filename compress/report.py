@@ -57,6 +57,11 @@ def _e(v) -> str:
     return html.escape("-" if v is None else str(v))
 
 
+def _text(v) -> str:
+    """A text cell: empty for a missing value (None or a pandas NaN)."""
+    return v if isinstance(v, str) else ""
+
+
 def _f(v, spec) -> str:
     v = _num(v)
     return "-" if v is None else format(v, spec)
@@ -305,11 +310,12 @@ def build_report(run: Run | str | Path, out: str | Path | None = None, *, ask=No
                        _f(r["latency_p95_ms"], ".2f"), _f(r["throughput_per_s"], ".1f"),
                        _f(r["price_per_hour"], ".3f"), _f(r["cost_per_1k"], ".6f"),
                        _f(r.get("monthly_cost"), ",.0f"),
-                       _e(r["reason"] if isinstance(r["reason"], str) else "")])
+                       _e(_text(r.get("efficiency_source"))),
+                       _e(_text(r["reason"]))])
         parts.append(_table(["candidate", "target", "runtime", "status", "figures",
                              "serving (instances x workers, max batch, queue delay)", "util",
-                             "p95 ms", "capacity/s", "$/h", "$ per 1k", "$/month", "reason"],
-                            tr, left=6, also_left=(-1,)))
+                             "p95 ms", "capacity/s", "$/h", "$ per 1k", "$/month",
+                             "efficiency", "reason"], tr, left=6, also_left=(-2, -1)))
     else:
         parts.append("<p>No candidate has a price on any target.</p>")
 
@@ -340,5 +346,5 @@ def build_report(run: Run | str | Path, out: str | Path | None = None, *, ask=No
             f"<title>{_e(name)}: compress report</title><style>{CSS}</style></head><body>"
             + "\n".join(parts) + "</body></html>\n")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(page)
+    out.write_text(page, encoding="utf-8")
     return Report(out, saved, rec.winner, decision.describe())

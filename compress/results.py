@@ -32,7 +32,7 @@ from compress.records import (
     parse,
     read_json,
 )
-from compress.store import atomic_write_text, write_json
+from compress.store import atomic_write_text, fsync_file, write_json
 from compress.suite import Suite
 
 __all__ = ["LOWER_IS_BETTER", "Run", "build_results", "load_run", "write_run"]
@@ -238,9 +238,15 @@ def write_run(run_dir: Path, manifest: Manifest, summary: list[SummaryRow],
     atomic_write_text(run_dir / "results.csv", pd.DataFrame(rows).to_csv(index=False))
     frame = pd.DataFrame(tidy)
     atomic_write_text(run_dir / "measurements.csv", frame.to_csv(index=False))
-    tmp = run_dir / ".measurements.parquet.tmp"
-    frame.to_parquet(tmp, index=False)
-    tmp.replace(run_dir / "measurements.parquet")
+    import uuid
+
+    tmp = run_dir / f".measurements.parquet.{uuid.uuid4().hex}.tmp"
+    try:
+        frame.to_parquet(tmp, index=False)
+        fsync_file(tmp)
+        tmp.replace(run_dir / "measurements.parquet")
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 class Run:

@@ -10,7 +10,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from compress.data import DataSpec
 from compress.models import Task
-from compress.yamlsource import YamlSource, apply_overrides, validation_error
+from compress.yamlsource import (
+    YamlSource,
+    apply_overrides,
+    refuse_absurd_numbers,
+    validation_error,
+)
 
 QUALITY_METRICS = {
     "text-classification": ("accuracy", "macro_f1", "per_class_f1"),
@@ -26,6 +31,9 @@ FIDELITY_METRICS = {
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    _finite = model_validator(mode="before")(classmethod(
+        lambda cls, data: refuse_absurd_numbers(data)))
 
 
 class EvalData(DataSpec):
@@ -194,6 +202,7 @@ class Suite(_Strict):
 def load_suite(path: str | Path, overrides: list[str] | None = None) -> tuple[Suite, YamlSource]:
     src = YamlSource.load(path, what="suite")
     apply_overrides(src, overrides or [])
+    src.check_numbers()
     try:
         suite = Suite.model_validate(src.data)
     except ValidationError as exc:

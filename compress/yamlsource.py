@@ -26,11 +26,17 @@ class YamlSource:
         path = Path(path)
         if not path.is_file():
             raise RecipeError(f"{path}: {what} file not found")
-        text = path.read_text()
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise RecipeError(f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at "
+                              f"offset {exc.start}); save the {what} as UTF-8") from None
+        except OSError as exc:
+            raise RecipeError(f"{path}: cannot read the {what} ({exc.strerror})") from None
         try:
             data = yaml.safe_load(text)
             root = yaml.compose(text, Loader=yaml.SafeLoader)
-        except yaml.YAMLError as exc:
+        except (yaml.YAMLError, RecursionError) as exc:
             mark = getattr(exc, "problem_mark", None)
             line = f":{mark.line + 1}" if mark is not None else ""
             problem = getattr(exc, "problem", None) or str(exc)
@@ -67,13 +73,53 @@ class YamlSource:
         return f"{self.path}:{line}" if line else str(self.path)
 
     def error(self, loc: tuple, message: str) -> RecipeError:
-        return RecipeError(f"{self.where(loc)}: {format_loc(loc)}: {message}")
+        field = f"{format_loc(loc)}: " if loc else ""
+        return RecipeError(f"{self.where(loc)}: {field}{message}")
+
+    def check_numbers(self) -> None:
+        """Refuse NaN, infinities and numbers beyond 1e9 anywhere in the document, naming
+        file, line and field (before they reach a loop or an allocation)."""
+        found = find_absurd(self.data)
+        if found is not None:
+            raise self.error(found[0], absurd_message(found[1]))
 
     def get(self, loc: tuple) -> Any:
         value = self.data
         for key in loc:
             value = value[key]
         return value
+
+
+ABSURD = 1e9  # no setting of a recipe or suite is meaningfully this large
+
+
+def refuse_absurd_numbers(data: Any) -> Any:
+    """A pydantic `mode="before"` check shared by recipe, stage and suite models: NaN,
+    infinities and numbers beyond 1e9 are refused before they reach a loop or an
+    allocation (`epochs: 1e308` would otherwise validate as an int and hang the run)."""
+    found = find_absurd(data) if isinstance(data, dict) else None
+    if found is not None:
+        raise ValueError(f"{format_loc(found[0])}: {absurd_message(found[1])}")
+    return data
+
+
+def absurd_message(value: Any) -> str:
+    return f"got {value!r}; expected a finite number of at most {ABSURD:.0e} in size"
+
+
+def find_absurd(value: Any, loc: tuple = ()) -> tuple[tuple, Any] | None:
+    """(path, value) of the first absurd number in a document, or None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return (loc, value) if value != value or abs(value) > ABSURD else None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(
+        value, list) else ()
+    for key, item in items:
+        found = find_absurd(item, loc + (key,))
+        if found is not None:
+            return found
+    return None
 
 
 def format_loc(loc: tuple) -> str:
@@ -107,7 +153,7 @@ def validation_error(src: YamlSource, exc: ValidationError, prefix: tuple = (),
             msg = err["msg"].removeprefix("Value error, ")
         else:
             msg = f"got {_describe_value(err.get('input'))}; expected: {err['msg']}"
-        lines.append(f"{src.where(loc)}: {format_loc(loc)}: {msg}")
+        lines.append(f"{src.where(loc)}: " + (f"{format_loc(loc)}: " if loc else "") + msg)
     return RecipeError("\n".join(lines))
 
 

@@ -63,6 +63,14 @@ def test_tiny_run_writes_run_dir_and_table(write_recipe, tmp_path):
     onnx_meta = json.loads((onnx_dir / META_FILE).read_text())
     assert onnx_meta["checks"]["max_abs_diff"] <= onnx_meta["checks"]["atol"]
     assert onnx_meta["parent"] == table.loc[0, "artifact_key"]
+    # the quantize backend's catalog format is in its artifact's metadata; the projection
+    # reads it there
+    q_dir = tmp_path / "cache" / "artifacts" / table.loc[2, "artifact_key"]
+    assert json.loads((q_dir / META_FILE).read_text())["format"] == "int8-dynamic-ort"
+    assert onnx_meta["format"] is None
+    from compress.hardware.formats import inspect_artifact
+
+    assert inspect_artifact(q_dir, "onnx-quantized").format == "int8-dynamic-ort"
 
 
 def test_shared_prefix_runs_once_and_second_run_executes_nothing(write_recipe, tmp_path):

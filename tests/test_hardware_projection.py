@@ -31,6 +31,8 @@ def test_catalog_has_the_targets(cat):
     assert local.price_per_hour is None and local.price_source is None
     assert cat["T4"].peak("bf16") is None and cat["A100-40GB"].peak("fp8") is None
     assert cat["H100-SXM"].peak("fp8") == 1979e12
+    # the A10G shares the A10's memory but not its tensor-core rate
+    assert cat["A10G"].peak("fp16") < cat["A10"].peak("fp16")
 
 
 def test_capability_filtering(cat):
@@ -57,7 +59,7 @@ def test_classify_formats_from_backend_and_ops():
                     "fp32")[0] == "int8-static-qdq"
     assert classify("onnx-quantized", "ort-int4-weight", {}, set(), "fp32")[0] == \
         "int4-weight-only"
-    assert classify("pytorch-quantized", "bnb-nf4", {}, set(), "fp32")[0] == "int4-weight-only"
+    assert classify("pytorch-quantized", "bnb-nf4", {}, set(), "fp32")[0] == "int4-bnb"
     assert classify("pytorch-quantized", "bnb-int8", {}, set(), "fp32")[0] == "int8-bnb"
     assert classify("pytorch", "bf16", {}, set(), "bf16")[0] == "bf16"
     assert classify("pytorch-quantized", "mystery", {}, set(), "fp32")[0] is None
@@ -189,13 +191,105 @@ def test_quantize_backends_map_to_their_formats():
 
     cases = {"torchao-int8-weight": "int8-weight-only",
              "torchao-int8-dynamic": "int8-dynamic-torchao",
-             "torch-dynamic-int8": "int8-dynamic-torch", "bnb-nf4": "int4-weight-only",
+             "torch-dynamic-int8": "int8-dynamic-torch", "bnb-nf4": "int4-bnb",
              "bnb-int8": "int8-bnb", "fp16": "fp16"}
     for backend, fmt in cases.items():
         assert classify("pytorch-quantized", backend, {"backend": backend}, set(),
                         "float32")[0] == fmt, backend
     assert classify("onnx-quantized", "ort-static-int8", {}, set(), "float32")[0] == \
         "int8-static-qdq"
+
+
+def test_pruned_onnx_shapes_come_from_the_graph(tiny_bert, tmp_path, cat):
+    """An ONNX export names its weights `onnx::MatMul_N` and keeps the unpruned config.json:
+    the kept FFN width must be read from the MatMul nodes that consume the weights."""
+    import torch
+    from transformers import BertModel
+    from transformers.pytorch_utils import prune_linear_layer
+
+    from compress.hardware.formats import inspect_artifact
+    from compress.stages.export import _export_optimum
+
+    def export(model, out):
+        _export_optimum(model.eval(), out, "feature-extraction", None, False)
+        return count_work(inspect_artifact(out, "onnx"), cat.formats, 1, 8)
+
+    full = export(BertModel.from_pretrained(tiny_bert), tmp_path / "full")
+    model = BertModel.from_pretrained(tiny_bert)
+    keep = torch.arange(0, 64, 2)  # half of the 64 FFN neurons in every layer
+    for layer in model.encoder.layer:
+        layer.intermediate.dense = prune_linear_layer(layer.intermediate.dense, keep, dim=0)
+        layer.output.dense = prune_linear_layer(layer.output.dense, keep, dim=1)
+    pruned = export(model, tmp_path / "pruned")
+    assert inspect_artifact(tmp_path / "pruned", "onnx").config["intermediate_size"] == 64
+
+    def gemm(w):
+        return sum(g.flops for g in w.groups if g.kind == "gemm")
+
+    tokens, H = 8, 32
+    per_layer = {f: 2 * tokens * (4 * H * H + 2 * H * f) for f in (64, 32)}
+    assert gemm(full) == pytest.approx(2 * per_layer[64])
+    assert gemm(pruned) == pytest.approx(2 * per_layer[32])
+    assert gemm(pruned) / gemm(full) == pytest.approx(per_layer[32] / per_layer[64])
+
+
+def test_readme_projection_error_figures_come_from_the_results_file():
+    """The README's CPU projection-error figures are the ones its cited results file holds."""
+    import re
+    import statistics
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    readme = " ".join(root.joinpath("README.md").read_text().split())
+    m = re.search(r"median \|error\| ([\d.]+)% over (\d+) figures \(`(benchmarks/results/"
+                  r"projection_error-[\d-]+\.txt)`: encoders ([\d.]+)% over (\d+) forward rows, "
+                  r"decode per token ([\d.]+)% over (\d+)", readme)
+    assert m, "README no longer quotes the projection_error results file"
+    text = root.joinpath(m.group(3)).read_text()
+    summary = re.search(r"figures: (\d+); median \|error\| ([\d.]+)%", text)
+    assert (summary.group(2), summary.group(1)) == (m.group(1), m.group(2))
+    errors: dict[str, list[float]] = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 6 and re.fullmatch(r"[+-][\d.]+%", parts[-1]):
+            errors.setdefault(parts[-4], []).append(abs(float(parts[-1][:-1])))
+    for phase, med, n in (("forward", m.group(4), m.group(5)),
+                          ("decode/token", m.group(6), m.group(7))):
+        assert len(errors[phase]) == int(n)
+        assert f"{statistics.median(errors[phase]):.1f}" == med
+
+
+def test_ort_cuda_runs_fp32_matmuls_as_tf32_where_the_gpu_has_it(cat):
+    eff = Efficiency({}, 0.5, 0.0, 0.0, "test")
+    w = Work("forward", 1, 1, 1, groups=[OpGroup("a", "gemm", "fp32", flops=1e12, kernels=1)])
+    mm = cat.runtimes["ort-cuda"].matmul_precision
+    assert mm == {"fp32": "tf32"} and not cat.runtimes["pytorch-cuda"].matmul_precision
+    a100 = cat["A100-80GB"]
+    ort = project(w, a100, "ort-cuda", eff, matmul_precision=mm)
+    torch_ = project(w, a100, "pytorch-cuda", eff)
+    assert ort.rows[0]["precision"] == "tf32" and torch_.rows[0]["precision"] == "fp32"
+    assert ort.time_s == pytest.approx(torch_.time_s * a100.peak("fp32") / a100.peak("tf32"))
+    # a T4 has no TF32: fp32 stays on the CUDA cores
+    assert project(w, cat["T4"], "ort-cuda", eff, matmul_precision=mm).rows[0]["precision"] \
+        == "fp32"
+
+
+def test_four_bit_kernels_are_batch_one_and_bnb_4bit_runs_on_a_t4(cat):
+    from compress.decide.cost import cost_table
+    from compress.hardware.projection import CandidateModel, Setting
+
+    cfg = {"model_type": "llama", "hidden_size": 64, "num_hidden_layers": 2,
+           "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 128,
+           "vocab_size": 1000, "architectures": ["LlamaForCausalLM"]}
+    nf4 = ArtifactInfo(None, "pytorch-quantized", "pytorch", "int4-bnb", "fp16", config=cfg)
+    assert capability(nf4, cat["T4"], "pytorch-cuda", cat) is None
+    fp16 = ArtifactInfo(None, "pytorch", "pytorch", "fp16", "fp16", config=cfg)
+    models = {n: CandidateModel(n, None, i.kind, info=i) for n, i in (("nf4", nf4),
+                                                                      ("fp16", fp16))}
+    rows = cost_table([{"candidate": n, "kind": m.info.kind} for n, m in models.items()], cat,
+                      Setting(16, 0), targets=["T4"], models=models).set_index("candidate")
+    assert rows.loc["nf4", "status"] == "ok" and rows.loc["nf4", "batch_size"] == 1
+    assert rows.loc["fp16", "batch_size"] > 1
 
 
 def test_workers_are_physical_cores_over_threads(cat):

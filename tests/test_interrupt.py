@@ -62,8 +62,9 @@ def test_stale_temp_dirs_of_dead_builders_are_cleaned(tmp_path):
     from compress.store import Store, flock
 
     store = Store(tmp_path / "c")
-    (store.root / "tmp" / "deadkey-1234").mkdir()
-    (store.root / "tmp" / "livekey-5678").mkdir()
-    with flock(store.root / "locks" / "livekey.lock"):
+    dead, live = "d" * 20, "e" * 20  # artifact keys are 20 hex digits
+    (store.root / "tmp" / f"{dead}-00001234").mkdir()
+    (store.root / "tmp" / f"{live}-00005678").mkdir()
+    with flock(store.root / "locks" / f"{live}.lock"):
         assert store.clean_stale() == 1
-        assert [p.name for p in (store.root / "tmp").iterdir()] == ["livekey-5678"]
+        assert [p.name for p in (store.root / "tmp").iterdir()] == [f"{live}-00005678"]

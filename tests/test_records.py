@@ -121,8 +121,8 @@ def test_unsupported_run_file_version_exits_2(old_run, file, version):
 def test_unsupported_verdict_and_calibration_versions_exit_2(old_run, tmp_path):
     verdict = json.loads((FROZEN / "gate.json").read_text()) | {"schema_version": 7}
     (tmp_path / "v.json").write_text(json.dumps(verdict))
-    proc = run_cli("gate", str(old_run), "--max-quality-decrease", "0.01",
-                   "--baseline", str(tmp_path / "v.json"))
+    proc = run_cli("gate", str(old_run), "--candidate", "int8", "--max-quality-decrease",
+                   "0.01", "--baseline", str(tmp_path / "v.json"))
     assert proc.returncode == 2 and "schema_version 7 is not supported" in proc.stderr
     cal = json.loads((FROZEN / "calibration.json").read_text()) | {"schema_version": 3}
     (tmp_path / "c.json").write_text(json.dumps(cal))

@@ -155,10 +155,34 @@ def test_capabilities_are_queryable_data():
     caps = {c["name"]: c for c in backend_capabilities()}
     assert set(caps) == set(BACKENDS) and len(caps) == 12
     assert caps["torchao-int4-weight"]["runs_on"] == ["cuda"]
-    assert any("CUDA provider" in n for n in caps["ort-dynamic-int8"]["notes"])
+    assert "no INT8 kernels" in caps["ort-dynamic-int8"]["slow"]["ort-cuda"]
     assert not runs_fast_on("bf16", "cuda", 7.5) and runs_fast_on("bf16", "cuda", 8.0)
-    assert not runs_fast_on("ort-static-int8", "cuda", 9.0)
+    # static INT8 (QDQ) is fast on a GPU only through TensorRT, never the ORT CUDA provider
+    paths = {f["runtime"] for f in caps["ort-static-int8"]["fast"] if f["device"] == "cuda"}
+    assert paths == {"ort-tensorrt"} and "ort-cuda" in caps["ort-static-int8"]["slow"]
+    assert runs_fast_on("ort-static-int8", "cuda", 7.5)
+    assert not runs_fast_on("ort-dynamic-int8", "cuda", 9.0)
     assert runs_fast_on("torch-dynamic-int8", "cpu")
+    # 4-bit kernels are batch-1 kernels on a GPU
+    assert runs_fast_on("bnb-nf4", "cuda", 7.5) and not runs_fast_on("bnb-nf4", "cuda", 7.5,
+                                                                     batch_size=8)
+
+
+def test_every_backend_declares_a_catalog_format():
+    """The capability loop: every registered quantize backend produces a format the
+    catalog knows, and the catalog is where its runtimes are decided."""
+    from compress.hardware.catalog import load_catalog
+    from compress.hardware.formats import classify
+    from compress.stages.quantize import BACKENDS
+
+    cat = load_catalog()
+    for name, b in BACKENDS.items():
+        assert b.format in cat.formats, (name, b.format)
+        assert any(b.format in rt.fast or b.format in rt.slow
+                   for rt in cat.runtimes.values()), (name, b.format)
+        # an artifact whose metadata names the format is read as that format
+        kind = b.produces.value
+        assert classify(kind, name, {}, set(), "fp32", declared=b.format)[0] == b.format
 
 
 @pytest.mark.gpu

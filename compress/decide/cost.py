@@ -269,7 +269,10 @@ def cost_table(candidates: list[dict], catalog: Catalog, setting: Setting,
                                  "reason": why})
                     continue
                 sizes, first, dec, last_reason, projs = [], [], [], None, {}
-                for b in (b for b in BATCHES if b <= max_batch):
+                # a 4-bit GEMV kernel serves batch 1 only (catalog `batch_max`, with source)
+                cap = catalog.runtimes[runtime].batch_max.get(model.info.format or "",
+                                                              max_batch)
+                for b in (b for b in BATCHES if b <= min(max_batch, cap)):
                     p = model.project(t, runtime, catalog, setting, b, calibration)
                     need = p.memory_bytes * workers
                     if need > t.memory_gb * 1e9:

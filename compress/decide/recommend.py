@@ -224,7 +224,7 @@ def _notes(opts: pd.DataFrame) -> list[str]:
 
 def _cal_name(cal):
     if not cal:
-        return "none (published default efficiencies)"
+        return "none (default efficiencies, not calibrated on any hardware class)"
     return f"{cal.get('name')} ({cal.get('created')}, {cal.get('path', 'in memory')})"
 
 

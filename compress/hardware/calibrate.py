@@ -33,7 +33,7 @@ versions, threads, load average) and what each factor means (`factors`).
 
 from __future__ import annotations
 
-import json
+import math
 import os
 import platform
 import time
@@ -264,9 +264,9 @@ def calibrate(threads: int = 1, catalog: Catalog | None = None, name: str | None
 def save(calibration: dict, path: str | Path) -> Path:
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_suffix(".tmp")
-    tmp.write_text(json.dumps(calibration, indent=2))
-    tmp.replace(p)
+    from compress.store import write_json
+
+    write_json(p, calibration)
     return p
 
 
@@ -279,6 +279,45 @@ def load(path: str | Path | None = None) -> dict | None:
 
             raise InputError(f"{p}: no calibration file; run `compress calibrate --out {p}`")
         return None
-    cal = parse(Calibration, read_json(p, "calibration"), p, "calibration")
+    data = read_json(p, "a calibration JSON (compress calibrate --out)")
+    check_calibration(data, p)
+    cal = parse(Calibration, data, p, "calibration")
     # consumers (roofline, reports) read the plain JSON form
     return cal.model_dump(mode="json", exclude_none=False) | {"path": cal.path or str(p)}
+
+
+def check_calibration(cal, path: Path) -> None:
+    """InputError unless `cal` has the shape the projection reads: {"classes": {hw_class:
+    {compute_efficiency: {key: number}, memory_efficiency: number, ...}}}."""
+    from compress.errors import InputError
+
+    def bad(where: str, expected: str):
+        return InputError(f"{path}: not a compress calibration: {where}: expected {expected}; "
+                          "write one with `compress calibrate --out FILE`")
+
+    if not isinstance(cal, dict):
+        raise bad("(top level)", f"a JSON object, got {type(cal).__name__}")
+    classes = cal.get("classes")
+    if not isinstance(classes, dict) or not classes:
+        raise bad("classes", "a non-empty object of hardware classes")
+    number = (int, float)
+    for name, fit in classes.items():
+        if not isinstance(fit, dict):
+            raise bad(f"classes.{name}", "an object")
+        for fld in ("compute_efficiency", "kernel_overhead_us", "host_overhead_us"):
+            v = fit.get(fld, {})
+            if not isinstance(v, dict) or not all(
+                    isinstance(x, number) and not isinstance(x, bool) and math.isfinite(x)
+                    for x in v.values()):
+                raise bad(f"classes.{name}.{fld}", "an object of finite numbers")
+        mem = fit.get("memory_efficiency", 1.0)
+        if not isinstance(mem, number) or isinstance(mem, bool) or not 0 < mem <= 100 \
+                or not math.isfinite(mem):
+            raise bad(f"classes.{name}.memory_efficiency", "a positive number (a fraction "
+                      "of nominal bandwidth; above 1 where caches beat the nominal figure)")
+        for fld in ("gemm_curves", "vector_rates"):
+            if not isinstance(fit.get(fld) or {}, dict):
+                raise bad(f"classes.{name}.{fld}", "an object")
+    for fld in ("name", "created"):
+        if fld in cal and not isinstance(cal[fld], str):
+            raise bad(fld, "a string")

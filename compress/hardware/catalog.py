@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from compress.errors import InputError
+from compress.yamlsource import refuse_absurd_numbers
 
 CATALOG_FILE = Path(__file__).with_name("catalog.yaml")
 PRECISIONS = ("fp32", "tf32", "fp16", "bf16", "fp8", "int8", "int4")
@@ -25,6 +26,9 @@ PRECISIONS = ("fp32", "tf32", "fp16", "bf16", "fp8", "int8", "int4")
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    _finite = model_validator(mode="before")(classmethod(
+        lambda cls, data: refuse_absurd_numbers(data)))
 
 
 class Defaults(_Strict):
@@ -50,6 +54,14 @@ class Runtime(_Strict):
     slow: dict[str, str] = Field({}, description="format -> why it has no fast path here")
     kernel_scale: float = Field(1.0, gt=0, description="kernels launched relative to the "
                                                        "unfused graph (TensorRT fuses layers)")
+    matmul_precision: dict[str, str] = Field(
+        {}, description="precision -> the precision this runtime's matmuls run at by "
+                        "default, where the target has it (ORT CUDA: fp32 -> tf32)")
+    matmul_precision_source: str | None = None
+    batch_max: dict[str, int] = Field(
+        {}, description="format -> the largest batch its fast kernel serves (4-bit GEMV "
+                        "kernels: 1; above it they dequantize and run a GEMM)")
+    batch_max_source: str | None = None
 
 
 class Target(_Strict):
@@ -140,15 +152,39 @@ class Catalog:
 
 def _read(path: Path) -> CatalogFile:
     try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: not UTF-8 text (offset {exc.start}); save the catalog or "
+                         "prices file as UTF-8") from None
     except OSError as exc:
         raise InputError(f"{path}: cannot read catalog file ({exc.strerror})") from None
     except yaml.YAMLError as exc:
-        raise InputError(f"{path}: not valid YAML ({exc})") from None
+        raise InputError(f"{path}: not valid YAML ({_one_line(exc)})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: a catalog or prices file must be a YAML mapping (with "
+                         f"targets:, prices:, ...), got {type(data).__name__}")
     try:
         return CatalogFile.model_validate(data)
     except ValidationError as exc:
-        raise InputError(f"{path}: {exc}") from None
+        raise InputError(f"{path}: {_errors(exc)}") from None
+
+
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split())
+
+
+def _errors(exc: ValidationError) -> str:
+    """Pydantic's errors in one paragraph: field path, value and what was expected."""
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(k) for k in err["loc"]) or "(top level)"
+        if err["type"] == "value_error":
+            parts.append(f"{loc}: {err['msg'].removeprefix('Value error, ')}")
+            continue
+        value = repr(err.get("input"))
+        value = value if len(value) <= 60 else value[:57] + "..."
+        parts.append(f"{loc}: got {value}; expected: {err['msg']}")
+    return "; ".join(parts)
 
 
 def _merge_target(old: dict | None, new: dict, where: str) -> Target:
@@ -156,7 +192,7 @@ def _merge_target(old: dict | None, new: dict, where: str) -> Target:
     try:
         return Target.model_validate(merged)
     except ValidationError as exc:
-        raise InputError(f"{where}: target {new.get('name')!r}: {exc}") from None
+        raise InputError(f"{where}: target {new.get('name')!r}: {_errors(exc)}") from None
 
 
 def physical_cores(cpus: list[int], cpuinfo: str | None = None) -> int:
@@ -237,8 +273,8 @@ def load_catalog(extra: list[str | Path] | None = None,
         for name, rt in cf.runtimes.items():
             runtimes[name] = rt
         for t in cf.targets:
-            if "name" not in t:
-                raise InputError(f"{path}: every target needs a name")
+            if not isinstance(t.get("name"), str):
+                raise InputError(f"{path}: targets: every target needs a name (a string)")
             raw[t["name"]] = _merge_target(raw.get(t["name"]), t, str(path)).model_dump(
                 exclude_unset=False)
         for name, p in cf.prices.items():
@@ -252,6 +288,8 @@ def load_catalog(extra: list[str | Path] | None = None,
         price_files.append(str(Path(prices)))
         entries = dict(cf.prices)
         for t in cf.targets:  # a prices file may also carry targets
+            if not isinstance(t.get("name"), str):
+                raise InputError(f"{prices}: targets: every target needs a name (a string)")
             raw[t["name"]] = _merge_target(raw.get(t["name"]), t, str(prices)).model_dump()
         for name, p in entries.items():
             if name not in raw:

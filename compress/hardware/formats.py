@@ -54,6 +54,48 @@ SHAPE_OPS = {"Constant", "Shape", "Unsqueeze", "Squeeze", "Concat", "Cast", "Equ
              "Expand", "ConstantOfShape", "Slice", "Gather", "Range", "Identity"}
 
 
+# ops that multiply activations by a stored weight matrix, and where that matrix sits
+WEIGHT_MATMULS = {"MatMul": 1, "Gemm": 1, "MatMulInteger": 1, "QLinearMatMul": 3,
+                  "DynamicQuantizeMatMul": 1, "MatMulNBits": 1}
+
+
+def linear_shapes_from_graph(graph) -> dict[str, list[int]]:
+    """`module.path.weight` -> [out, in], like a torch Linear, for every weight matrix of
+    an ONNX graph, named after the node that consumes it.
+
+    Exports name weight initializers anonymously (`onnx::MatMul_746`), but the consuming
+    MatMul/Gemm node keeps the module path (`/encoder/layer.0/intermediate/dense/MatMul`),
+    so a structurally pruned model's kept heads and FFN neurons are read from the graph,
+    not from its config.json, which still describes the unpruned model."""
+    inits = {i.name: list(i.dims) for i in graph.initializer}
+    # a weight may reach its MatMul through a Transpose or DequantizeLinear
+    passthrough = {}
+    for n in graph.node:
+        if n.op_type in ("Transpose", "DequantizeLinear", "Cast", "Identity") and n.input \
+                and n.input[0] in inits:
+            dims = inits[n.input[0]]
+            passthrough[n.output[0]] = dims[::-1] if n.op_type == "Transpose" else dims
+    out: dict[str, list[int]] = {}
+    for n in graph.node:
+        pos = WEIGHT_MATMULS.get(n.op_type)
+        if pos is None or not n.name or len(n.input) <= pos:
+            continue
+        attrs = {a.name: a for a in n.attribute}
+        if n.op_type == "MatMulNBits":  # packed blocks; K and N are attributes
+            shape = [int(attrs["N"].i), int(attrs["K"].i)] if "N" in attrs and "K" in attrs \
+                else None
+        else:
+            dims = inits.get(n.input[pos]) or passthrough.get(n.input[pos])
+            if not dims or len(dims) != 2:
+                continue
+            trans_b = n.op_type == "Gemm" and "transB" in attrs and attrs["transB"].i
+            shape = list(dims) if trans_b else [dims[1], dims[0]]  # MatMul: [in, out]
+        if shape:
+            module = n.name.strip("/").rsplit("/", 1)[0].replace("/", ".")
+            out[f"{module}.weight"] = shape
+    return out
+
+
 def read_weights(path: Path) -> tuple[dict[str, int], dict[str, list[int]], set[str], int | None]:
     """(bytes by dtype, tensor shapes, ONNX op types) from the stored files, never from a
     loaded model: packed quantized weights are not parameters and would be miscounted."""
@@ -75,6 +117,7 @@ def read_weights(path: Path) -> tuple[dict[str, int], dict[str, list[int]], set[
             name = onnx.TensorProto.DataType.Name(init.data_type).lower()
             by_dtype[name] = by_dtype.get(name, 0) + numel * np_dtype.itemsize
             shapes[init.name] = list(init.dims)
+        shapes.update(linear_shapes_from_graph(model.graph))
         ops = {n.op_type for n in model.graph.node}
         for g in (n for n in model.graph.node if n.op_type in ("If", "Loop", "Scan")):
             for a in g.attribute:
@@ -114,9 +157,13 @@ def _float_dtype(config: dict, by_dtype: dict[str, int]) -> str:
     return FLOAT_DTYPES.get(str(config.get("torch_dtype") or config.get("dtype")), "fp32")
 
 
-def classify(kind: str, backend: str | None, cfg: dict, ops: set[str], dtype: str
-             ) -> tuple[str | None, str | None]:
-    """(format, why unknown) from the artifact kind, its quantize backend and graph ops."""
+def classify(kind: str, backend: str | None, cfg: dict, ops: set[str], dtype: str,
+             declared: str | None = None) -> tuple[str | None, str | None]:
+    """(format, why unknown): the format the artifact's metadata declares (written by the
+    engine from the quantize backend's `format`); for artifacts built before that, from
+    the artifact kind, its quantize backend's name and its graph ops."""
+    if declared:
+        return declared, None
     b = (backend or "").lower()
     if b in ("fp16", "bf16", "fp8"):
         return b, None
@@ -137,7 +184,7 @@ def classify(kind: str, backend: str | None, cfg: dict, ops: set[str], dtype: st
         mode = json.dumps(cfg).lower()
         if "bnb" in b or "bitsandbytes" in b:
             if any(k in b for k in ("nf4", "fp4", "4bit", "int4")):
-                return "int4-weight-only", None
+                return "int4-bnb", None
             return "int8-bnb", None
         if "int4" in b:
             return "int4-weight-only", None
@@ -164,6 +211,6 @@ def inspect_artifact(path: str | Path | None, kind: str) -> ArtifactInfo:
     by_dtype, shapes, ops, nodes = read_weights(p)
     dtype = _float_dtype(config, by_dtype)
     cfg = meta.get("config") or {}
-    fmt, why = classify(kind, cfg.get("backend"), cfg, ops, dtype)
+    fmt, why = classify(kind, cfg.get("backend"), cfg, ops, dtype, meta.get("format"))
     return ArtifactInfo(p, kind, framework, fmt, dtype, config, meta, by_dtype, shapes, ops,
                         nodes, why)

@@ -85,9 +85,10 @@ class CandidateModel:
         info, fw = self.info, self.info.framework
         eff = efficiency_for(target, catalog, fw, calibration)
         scale = catalog.runtimes[runtime].kernel_scale
+        mm = catalog.runtimes[runtime].matmul_precision
         first = count_work(info, catalog.formats, batch_size, setting.seq_len,
                            "prefill" if setting.gen_tokens else "forward", arch=self.arch)
-        p1 = project(first, target, runtime, eff, scale)
+        p1 = project(first, target, runtime, eff, scale, mm)
         out = TargetProjection(self.name, target.name, runtime, True, format=info.format,
                                precision=compute_precision(info, catalog),
                                batch_size=batch_size, latency_ms=p1.ms,
@@ -97,7 +98,7 @@ class CandidateModel:
         if setting.gen_tokens:
             dec = count_work(info, catalog.formats, batch_size, setting.seq_len, "decode",
                              context=setting.decode_context, arch=self.arch)
-            p2 = project(dec, target, runtime, eff, scale)
+            p2 = project(dec, target, runtime, eff, scale, mm)
             out.decode_ms_per_token = p2.ms
             request += setting.gen_tokens * p2.ms
             act = max(act, dec.activation_bytes)

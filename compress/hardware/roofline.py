@@ -40,7 +40,7 @@ class Efficiency:
     memory: float
     kernel_overhead_s: float
     host_overhead_s: float
-    source: str                          # calibration file/date, or "published defaults"
+    source: str                          # calibration name/date, or default_efficiency_label
     default_compute: float = 0.7
     curves: dict[str, list] = field(default_factory=dict)        # calibrate.py `gemm_curves`
     vector_rates: dict[str, dict] = field(default_factory=dict)  # runtime -> op -> table
@@ -74,7 +74,15 @@ class Efficiency:
         for key in (f"{runtime}:{precision}", precision):
             if key in self.compute:
                 return self.compute[key], self.source
-        return self.default_compute, "published default"
+        if self.source.startswith("default efficiencies"):
+            return self.default_compute, self.source
+        return self.default_compute, f"default efficiency for {precision}, not in {self.source}"
+
+
+def default_efficiency_label(target_kind: str = "gpu") -> str:
+    """The one label a projection carries when no calibration covers its hardware class:
+    the console table, the JSON, the HTML and benchmarks/gpu_validation.py all use it."""
+    return f"default efficiencies, not calibrated on this {target_kind.upper()} class"
 
 
 def efficiency_for(target: Target, catalog: Catalog, framework: str,
@@ -95,7 +103,8 @@ def efficiency_for(target: Target, catalog: Catalog, framework: str,
             curves=dict(cls.get("gemm_curves") or {}),
             vector_rates=dict(cls.get("vector_rates") or {}))
     return Efficiency({}, d.memory_efficiency, d.kernel_overhead_us[target.kind] / 1e6,
-                      d.host_overhead_us[target.kind] / 1e6, "published defaults",
+                      d.host_overhead_us[target.kind] / 1e6,
+                      default_efficiency_label(target.kind),
                       d.compute_efficiency)
 
 
@@ -157,23 +166,31 @@ class Projection:
 
 
 def project(work: Work, target: Target, runtime: str, eff: Efficiency,
-            kernel_scale: float = 1.0) -> Projection:
-    """The roofline time of `work` on `target` (per single-stream worker)."""
+            kernel_scale: float = 1.0, matmul_precision: dict[str, str] | None = None
+            ) -> Projection:
+    """The roofline time of `work` on `target` (per single-stream worker).
+
+    `matmul_precision` maps a precision to the one the runtime's matmuls run at by default
+    where the target has it (the catalog's runtime field: ORT CUDA runs fp32 as tf32)."""
     bw = target.bandwidth() * eff.memory
     rows, total, comp_s, mem_s, over_s = [], 0.0, 0.0, 0.0, 0.0
     for g in work.groups:
         c, kernels, how = 0.0, g.kernels, "scalar"
+        precision = g.precision
+        if g.kind in ("gemm", "head", "attention") and (matmul_precision or {}).get(precision) \
+                and target.peak(matmul_precision[precision]):
+            precision = matmul_precision[precision]
         if g.flops:
-            peak = target.peak(g.precision)
+            peak = target.peak(precision)
             if not peak:
-                raise ValueError(f"{target.name} has no {g.precision} peak")
-            e = eff.curve(runtime, g.kind, g.precision, g.flops_per_call) \
+                raise ValueError(f"{target.name} has no {precision} peak")
+            e = eff.curve(runtime, g.kind, precision, g.flops_per_call) \
                 if g.kind in ("gemm", "head", "attention") else None
             if e is not None:
                 how = "size curve"
                 kernels = max(0, g.kernels - g.calls) if g.kind == "attention" else 0
             else:
-                e, _ = eff.for_precision(runtime, g.precision)
+                e, _ = eff.for_precision(runtime, precision)
             c = g.flops / (peak * e)
         elif g.op:
             rate = eff.vector_rate(runtime, g.op, g.elements_per_call, g.precision)
@@ -182,7 +199,7 @@ def project(work: Work, target: Target, runtime: str, eff: Efficiency,
         m = g.bytes / bw if bw else 0.0
         o = kernels * kernel_scale * eff.kernel_overhead_s
         t = max(c, m) + o
-        rows.append({"group": g.name, "precision": g.precision, "compute_ms": c * 1e3,
+        rows.append({"group": g.name, "precision": precision, "compute_ms": c * 1e3,
                      "memory_ms": m * 1e3, "overhead_ms": o * 1e3, "time_ms": t * 1e3,
                      "bound": "compute" if c >= m else "memory", "efficiency": how})
         total += t

@@ -121,8 +121,10 @@ def _shapes_from_weights(shapes: dict[str, list[int]], layers: list[LayerShape],
                 ly.kv_heads = ly.heads
         elif re.search(r"(k_proj|attention\.self\.key|k_lin)\.weight$", name):
             ly.kv_heads = max(1, out // ly.head_dim)
-        elif re.search(r"(intermediate\.dense|up_proj|fc1|lin1|c_fc)\.weight$", name):
-            ly.intermediate = out if out != hidden else ly.intermediate
+        elif re.search(r"(intermediate\.dense|up_proj|fc1|lin1)\.weight$", name):
+            ly.intermediate = out   # may equal `hidden`: an FFN pruned to the model width
+        elif re.search(r"c_fc\.weight$", name):
+            ly.intermediate = shape[1]  # GPT-2's Conv1D stores [in, out]
 
 
 @dataclass

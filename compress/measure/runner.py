@@ -36,6 +36,21 @@ def eval_payload(task: str, frame, dataset) -> dict:
     return out
 
 
+def die_with_parent() -> None:
+    """In a child process before exec: ask the kernel to SIGKILL it when its parent dies
+    (Linux PR_SET_PDEATHSIG), so a killed `compress run` leaves no worker behind."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    parent = os.getppid()
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
 def run_worker(request: dict, threads: int, timeout_s: float = 3600) -> dict:
     """Run compress.measure.worker on one request in a fresh process; MeasureError on failure."""
     env = dict(os.environ)
@@ -47,15 +62,18 @@ def run_worker(request: dict, threads: int, timeout_s: float = 3600) -> dict:
         try:
             proc = subprocess.run([sys.executable, "-m", "compress.measure.worker",
                                    str(req), str(res)], env=env, capture_output=True,
-                                  text=True, timeout=timeout_s)
+                                  text=True, timeout=timeout_s, preexec_fn=die_with_parent)
         except subprocess.TimeoutExpired:
             raise MeasureError(f"measurement timed out after {timeout_s:.0f} s") from None
         if not res.is_file():
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
             raise MeasureError(f"measurement process died (exit {proc.returncode}): "
                                + " | ".join(tail))
-        result = json.loads(res.read_text())
-    if result["status"] != "ok":
+        try:
+            result = json.loads(res.read_text())
+        except ValueError as exc:
+            raise MeasureError(f"measurement process wrote an unreadable result: {exc}") from None
+    if result.get("status") != "ok":
         raise MeasureError(result["error"])
     return result
 

@@ -294,6 +294,21 @@ def import_only(req) -> dict:
     return {"status": "ok", "memory": {"peak_rss_bytes": peak_rss_bytes()}}
 
 
+def save_outputs(path: Path, outputs: dict) -> None:
+    """Write the model outputs atomically under a name no other writer uses, fsynced."""
+    import uuid
+
+    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex}.tmp.npz")
+    try:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **outputs)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def measure(req) -> dict:
     from compress.encoding import Encoder
     from compress.measure.runners import make_runner
@@ -308,9 +323,7 @@ def measure(req) -> dict:
     quality, fidelity, outputs = QUALITY[task](runner, encoder, req)
     units = quality.pop("units")  # per-unit results: what the intervals resample
     if req.get("outputs_path"):
-        tmp = req["outputs_path"] + ".tmp.npz"
-        np.savez(tmp, **outputs)
-        os.replace(tmp, req["outputs_path"])
+        save_outputs(Path(req["outputs_path"]), outputs)
     memory["weights_bytes_by_dtype"] = runner.weights_by_dtype(req["artifact"])
     return {
         "status": "ok", "quality": quality, "fidelity": fidelity, "latency": records,

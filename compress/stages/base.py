@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from compress.artifacts import Artifact, Kind
+from compress.yamlsource import refuse_absurd_numbers
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -24,9 +25,12 @@ if TYPE_CHECKING:
 
 
 class StageConfig(BaseModel):
-    """Base of every stage config: unknown keys are errors."""
+    """Base of every stage config: unknown keys are errors, absurd numbers too."""
 
     model_config = ConfigDict(extra="forbid")
+
+    _finite = model_validator(mode="before")(classmethod(
+        lambda cls, data: refuse_absurd_numbers(data)))
 
 
 @dataclass
@@ -90,6 +94,11 @@ class Stage:
 
     def produces(self, config: StageConfig, input_kind: Kind) -> Kind:
         raise NotImplementedError
+
+    def produces_format(self, config: StageConfig) -> str | None:
+        """The catalog format (compress/hardware/catalog.yaml) its artifact computes in,
+        when the stage decides it (quantize); None: read from the stored weights' dtype."""
+        return None
 
     def data_roles(self, config: StageConfig) -> dict[str, bool]:
         """Data roles this stage reads: role -> required."""

@@ -97,8 +97,9 @@ class Distill(Stage):
         from compress.models import auto_class, keep_layers, load_tokenizer, weight_inventory
 
         torch.manual_seed(ctx.seed)
-        teacher = load_for_inference(source.path, ctx.task, ctx.trust_remote_code)
-        tok = load_tokenizer(source.path, ctx.trust_remote_code)
+        teacher = load_for_inference(source.path, ctx.task, ctx.trust_remote_code,
+                               revision=source.revision)
+        tok = load_tokenizer(source.path, ctx.trust_remote_code, source.revision)
         n_teacher = teacher.config.num_hidden_layers
         if config.student_config is not None:
             cfg = copy.deepcopy(teacher.config)

@@ -90,8 +90,9 @@ class Export(Stage):
         from compress.loading import load_for_inference
         from compress.models import load_tokenizer
 
-        model = load_for_inference(source.path, ctx.task, ctx.trust_remote_code)
-        tok = load_tokenizer(source.path, ctx.trust_remote_code)
+        model = load_for_inference(source.path, ctx.task, ctx.trust_remote_code,
+                               revision=source.revision)
+        tok = load_tokenizer(source.path, ctx.trust_remote_code, source.revision)
         exporter = config.exporter
         if exporter == "auto":
             exporter = "optimum" if optimum_supports(model.config.model_type, ctx.task) \
@@ -212,10 +213,15 @@ def ort_optimize(model_dir: Path, level: str) -> None:
         from optimum.onnxruntime import ORTOptimizer
         from optimum.onnxruntime.configuration import AutoOptimizationConfig
     config = AutoOptimizationConfig.with_optimization_level(level, for_gpu=level == "O4")
-    with tempfile.TemporaryDirectory(dir=model_dir.parent) as tmp:
+    # scratch beside model_dir: inside the builder's own workspace in the store (tmp/<key>-<id>/),
+    # which no other run cleans up while this builder holds the key's lock
+    with tempfile.TemporaryDirectory(dir=model_dir.parent, prefix="ort-optimize-") as tmp:
         optimizer = ORTOptimizer.from_pretrained(model_dir, file_names=["model.onnx"])
         with quiet_fds():
             optimizer.optimize(optimization_config=config, save_dir=tmp, file_suffix=None)
+        if not (Path(tmp) / "model.onnx").is_file():
+            raise RuntimeError(f"ORT optimisation at {level} wrote no model.onnx; refusing to "
+                               "store the unoptimised graph under that level")
         for name in ("model.onnx", "model.onnx_data"):
             if (Path(tmp) / name).is_file():
                 shutil.move(str(Path(tmp) / name), str(model_dir / name))

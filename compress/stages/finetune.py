@@ -69,8 +69,8 @@ class Finetune(Stage):
             raise StageError("finetune needs labels: set data.train.label_column")
         names = sorted(set(labels))
         label2id = {n: i for i, n in enumerate(names)}
-        tok = load_tokenizer(source.path, ctx.trust_remote_code)
-        model = load_pytorch(source.path, ctx.task, ctx.trust_remote_code,
+        tok = load_tokenizer(source.path, ctx.trust_remote_code, source.revision)
+        model = load_pytorch(source.path, ctx.task, ctx.trust_remote_code, source.revision,
                              num_labels=len(names), id2label=dict(enumerate(names)),
                              label2id=label2id, ignore_mismatched_sizes=True)
         if config.train == "head":

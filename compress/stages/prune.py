@@ -103,8 +103,9 @@ class Prune(Stage):
         from compress.models import load_tokenizer, weight_inventory
 
         torch.manual_seed(ctx.seed)
-        model = load_for_inference(source.path, ctx.task, ctx.trust_remote_code)
-        tok = load_tokenizer(source.path, ctx.trust_remote_code)
+        model = load_for_inference(source.path, ctx.task, ctx.trust_remote_code,
+                               revision=source.revision)
+        tok = load_tokenizer(source.path, ctx.trust_remote_code, source.revision)
         params_before = _count(model)
         teacher = copy.deepcopy(model) if config.recovery_steps else None
         texts = ctx.texts("train") if "train" in ctx.data else []

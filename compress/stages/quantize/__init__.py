@@ -60,6 +60,9 @@ class Quantize(Stage):
     def produces(self, config, input_kind):
         return BACKENDS[config.backend].produces
 
+    def produces_format(self, config):
+        return BACKENDS[config.backend].format
+
     def data_roles(self, config):
         return BACKENDS[config.backend].data_roles(config)
 

@@ -26,10 +26,9 @@ class Backend:
     Config: ClassVar[type[StageConfig]]
     accepts: ClassVar[set[Kind]]
     produces: ClassVar[Kind]
-    devices: ClassVar[tuple[str, ...]]  # where the output runs fast
+    format: ClassVar[str]  # the catalog format its artifact computes in (catalog.yaml)
     # capability data for the recommender (compress.capabilities.backend_capabilities)
     runs_on: ClassVar[tuple[str, ...]] = ("cpu", "cuda")  # where the backend can run at all
-    min_compute_capability: ClassVar[float | None] = None  # CUDA, for fast kernels
     weight_format: ClassVar[str] = ""
     activation_format: ClassVar[str] = ""
     bits: ClassVar[int] = 8

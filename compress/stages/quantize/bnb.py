@@ -32,7 +32,6 @@ class _Bnb(Backend):
     Config = BnbConfig
     accepts = {Kind.PYTORCH}
     produces = Kind.PYTORCH_QUANTIZED
-    devices = ("cuda",)
     package = "bitsandbytes"
 
     def resolve(self, config):
@@ -63,12 +62,12 @@ class _Bnb(Backend):
                 bnb_4bit_compute_dtype=getattr(torch, config.compute_dtype),
                 bnb_4bit_use_double_quant=config.double_quant)
         device = "cuda" if cuda_available() else "cpu"
-        tok = load_tokenizer(source.path, ctx.trust_remote_code)
+        tok = load_tokenizer(source.path, ctx.trust_remote_code, source.revision)
         advance = ctx.track(f"quantize {self.name}", 1)
-        ref = sample_outputs(load_for_inference(source.path, ctx.task,
-                                                 ctx.trust_remote_code), tok, ctx.task)
+        ref = sample_outputs(load_for_inference(source.path, ctx.task, ctx.trust_remote_code,
+                                                revision=source.revision), tok, ctx.task)
         with quiet_fds():
-            model = load_pytorch(source.path, ctx.task, ctx.trust_remote_code,
+            model = load_pytorch(source.path, ctx.task, ctx.trust_remote_code, source.revision,
                                  quantization_config=qc, device_map=device)
         out = sample_outputs(model, tok, ctx.task)
         save_for_inference(model, out_dir, "hf", load_kwargs={"device_map": device})
@@ -81,6 +80,7 @@ class _Bnb(Backend):
 @backend
 class BnbInt8(_Bnb):
     name = "bnb-int8"
+    format = "int8-bnb"  # catalog format key
     description = "bitsandbytes LLM.int8() through BitsAndBytesConfig"
     weight_format, activation_format = "int8 (+fp16 outliers)", "float16"
     notes = ("saves memory but is slower than fp16 on GPU", "very slow on CPU")
@@ -89,6 +89,7 @@ class BnbInt8(_Bnb):
 @backend
 class BnbNf4(_Bnb):
     name = "bnb-nf4"
+    format = "int4-bnb"  # catalog format key
     description = "bitsandbytes 4-bit NormalFloat weights"
     bits = 4
     weight_format, activation_format = "nf4 (blockwise)", "compute_dtype"
@@ -98,6 +99,7 @@ class BnbNf4(_Bnb):
 @backend
 class BnbFp4(_Bnb):
     name = "bnb-fp4"
+    format = "int4-bnb"  # catalog format key
     description = "bitsandbytes 4-bit float weights"
     bits = 4
     weight_format, activation_format = "fp4 (blockwise)", "compute_dtype"

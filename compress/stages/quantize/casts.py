@@ -18,7 +18,6 @@ class _Half(Backend):
     Config = HalfConfig
     accepts = TORCH_KINDS
     produces = Kind.PYTORCH_QUANTIZED
-    devices = ("cuda",)
     bits = 16
 
     def run(self, ctx, source, config, out_dir):
@@ -28,16 +27,16 @@ class _Half(Backend):
 @backend
 class Fp16(_Half):
     name = "fp16"
+    format = "fp16"  # catalog format key
     description = "cast weights and activations to float16 (for GPU targets)"
     weight_format = activation_format = "float16"
-    min_compute_capability = 7.0
     notes = ("tensor cores on every supported GPU; slow on CPU",)
 
 
 @backend
 class Bf16(_Half):
     name = "bf16"
+    format = "bf16"  # catalog format key
     description = "cast weights and activations to bfloat16 (for GPU targets)"
     weight_format = activation_format = "bfloat16"
-    min_compute_capability = 8.0
     notes = ("no BF16 on compute capability 7.5 (T4); needs 8.0+ (A100, A10, L4, H100)",)

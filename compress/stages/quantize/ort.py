@@ -47,11 +47,11 @@ class OrtDynamicInt8Config(StageConfig):
 @backend
 class OrtDynamicInt8(Backend):
     name = "ort-dynamic-int8"
+    format = "int8-dynamic-ort"  # catalog format key
     description = "ONNX Runtime dynamic INT8 (weights int8, activations quantized at run time)"
     Config = OrtDynamicInt8Config
     accepts = {Kind.ONNX}
     produces = Kind.ONNX_QUANTIZED
-    devices = ("cpu",)  # ORT's CUDA provider has no INT8 kernels
     weight_format, activation_format = "int8", "int8 (dynamic, per batch)"
     notes = ("INT8 ONNX has no fast kernels on ORT's CUDA provider (quantized ops fall back "
              "to CPU); use TensorRT or PyTorch kernels on GPU",)
@@ -104,11 +104,11 @@ class OrtStaticInt8Config(StageConfig):
 @backend
 class OrtStaticInt8(Backend):
     name = "ort-static-int8"
+    format = "int8-static-qdq"  # catalog format key
     description = "ONNX Runtime static INT8: activation ranges calibrated on the calibration data"
     Config = OrtStaticInt8Config
     accepts = {Kind.ONNX}
     produces = Kind.ONNX_QUANTIZED
-    devices = ("cpu",)
     weight_format, activation_format = "int8", "uint8 (static, calibrated)"
     notes = OrtDynamicInt8.notes + ("calibration texts come from data role `calibration`",)
 
@@ -185,11 +185,11 @@ class OrtInt4WeightConfig(StageConfig):
 @backend
 class OrtInt4Weight(Backend):
     name = "ort-int4-weight"
+    format = "int4-weight-only"  # catalog format key
     description = "ONNX Runtime INT4 weight-only: MatMul -> MatMulNBits, activations stay float"
     Config = OrtInt4WeightConfig
     accepts = {Kind.ONNX}
     produces = Kind.ONNX_QUANTIZED
-    devices = ("cpu", "cuda")
     bits = 4
     weight_format, activation_format = "int4 (blockwise)", "float"
     notes = ("MatMulNBits has CPU and CUDA kernels; it pays off for memory-bound decoding",

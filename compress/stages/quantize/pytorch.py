@@ -30,8 +30,9 @@ def torch_quantize(ctx, source: Artifact, spec: dict, fmt: str, out_dir: Path) -
     from compress.models import load_tokenizer, weight_inventory
     from compress.transforms import apply_transform
 
-    model = load_for_inference(source.path, ctx.task, ctx.trust_remote_code)
-    tok = load_tokenizer(source.path, ctx.trust_remote_code)
+    model = load_for_inference(source.path, ctx.task, ctx.trust_remote_code,
+                               revision=source.revision)
+    tok = load_tokenizer(source.path, ctx.trust_remote_code, source.revision)
     advance = ctx.track(f"quantize {spec['backend']}", 1)
     ref = sample_outputs(model, tok, ctx.task)
     model = apply_transform(model, spec)
@@ -50,11 +51,11 @@ class TorchDynamicInt8Config(StageConfig):
 @backend
 class TorchDynamicInt8(Backend):
     name = "torch-dynamic-int8"
+    format = "int8-dynamic-torch"  # catalog format key
     description = "PyTorch quantize_dynamic: Linear weights int8, activations quantized at run time"
     Config = TorchDynamicInt8Config
     accepts = TORCH_KINDS
     produces = Kind.PYTORCH_QUANTIZED
-    devices = ("cpu",)
     runs_on = ("cpu",)
     weight_format, activation_format = "int8", "int8 (dynamic)"
     notes = ("CPU kernels only (fbgemm/qnnpack); torch.ao.quantization is deprecated",)
@@ -71,11 +72,11 @@ class TorchaoInt8WeightConfig(StageConfig):
 @backend
 class TorchaoInt8Weight(Backend):
     name = "torchao-int8-weight"
+    format = "int8-weight-only"  # catalog format key
     description = "torchao int8 weight-only (activations stay float)"
     Config = TorchaoInt8WeightConfig
     accepts = TORCH_KINDS
     produces = Kind.PYTORCH_QUANTIZED
-    devices = ("cuda",)
     package = "torchao"
     weight_format, activation_format = "int8", "float"
     notes = ("halves weight memory vs fp16; speeds up memory-bound decoding on GPU, "
@@ -93,12 +94,11 @@ class TorchaoInt8DynamicConfig(StageConfig):
 @backend
 class TorchaoInt8Dynamic(Backend):
     name = "torchao-int8-dynamic"
+    format = "int8-dynamic-torchao"  # catalog format key
     description = "torchao int8 weights with int8 dynamic activations"
     Config = TorchaoInt8DynamicConfig
     accepts = TORCH_KINDS
     produces = Kind.PYTORCH_QUANTIZED
-    devices = ("cuda",)
-    min_compute_capability = 7.5
     package = "torchao"
     weight_format, activation_format = "int8", "int8 (dynamic)"
     notes = ("int8 tensor-core matmuls on CUDA; on CPU it runs but is not faster",)
@@ -116,13 +116,12 @@ class TorchaoInt4WeightConfig(StageConfig):
 @backend
 class TorchaoInt4Weight(Backend):
     name = "torchao-int4-weight"
+    format = "int4-weight-only"  # catalog format key
     description = "torchao int4 weight-only (bf16 activations), CUDA only"
     Config = TorchaoInt4WeightConfig
     accepts = TORCH_KINDS
     produces = Kind.PYTORCH_QUANTIZED
-    devices = ("cuda",)
     runs_on = ("cuda",)
-    min_compute_capability = 8.0
     bits = 4
     package = "torchao"
     weight_format, activation_format = "int4 (grouped)", "bfloat16"
