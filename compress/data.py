@@ -194,8 +194,6 @@ def _read_local(path: Path, spec: DataSpec) -> pd.DataFrame:
     if fmt is None:
         raise InputError(f"{path}: unknown data format; set format: csv|json|parquet")
     if fmt in ("csv", "json") and path.is_file():
-        from compress.datacheck import check_utf8
-
         check_utf8(path)
     try:
         if fmt == "csv":
@@ -216,3 +214,37 @@ def _load_hub(spec: DataSpec) -> pd.DataFrame:
         raise InputError(f"could not load hub dataset {spec.source!r} (split {spec.split!r}): "
                          f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from None
     return ds.to_pandas()
+
+
+def check_utf8(path: Path) -> None:
+    """Raise InputError naming the file, where the first bad byte is and the likely
+    encoding, when a text file is not UTF-8."""
+    raw = path.read_bytes()
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        guess = guess_encoding(raw)
+        hint = (f"; it looks like {guess}: convert it, e.g. `iconv -f {guess} -t utf-8 "
+                f"{path.name} > {path.stem}.utf8{path.suffix}`" if guess else
+                "; its encoding could not be guessed")
+        raise InputError(f"{path}: not UTF-8 (byte 0x{raw[exc.start]:02x} at offset "
+                         f"{exc.start}, line {line}){hint}") from None
+
+
+def guess_encoding(raw: bytes) -> str | None:
+    try:
+        from charset_normalizer import from_bytes
+    except ImportError:
+        from_bytes = None
+    if from_bytes is not None:
+        best = from_bytes(raw).best()
+        if best is not None and best.encoding not in ("utf_8", "ascii"):
+            return best.encoding.replace("_", "-")
+    for enc in ("utf-16", "cp1252", "latin-1"):
+        try:
+            raw.decode(enc)
+            return enc
+        except UnicodeDecodeError:
+            continue
+    return None

@@ -9,15 +9,18 @@ file, the column and the first offending rows, exit 2.
   the baseline, else the model config's `id2label`): every such example would be scored
   wrong, and a run would report accuracy 0 with status ok;
 - similarity scores that are not numbers;
-- files that are not UTF-8 (checked where the file is read, `compress.data`).
+- files that are not UTF-8 (checked where the file is read: `compress.data.check_utf8`).
 """
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pandas as pd
+
+from compress.data import describe_source
 
 SHOW_ROWS = 5
 
@@ -118,37 +121,43 @@ def _listing(values: list[str], n: int = 12) -> str:
 
 # ---------------------------------------------------------------- encodings
 
-def check_utf8(path: Path) -> None:
-    """Raise InputError naming the file, where the first bad byte is and the likely
-    encoding, when a text file is not UTF-8."""
-    from compress.errors import InputError
+def check_eval_labels(recipe, suite, suite_src, model_path: str,
+                      frames: dict, eval_df: pd.DataFrame, candidates: list) -> None:
+    """Eval labels must be labels the baseline knows: the training labels when a finetune
+    step makes the baseline, else the model config's id2label (exit 2 otherwise)."""
+    if suite.task != "text-classification" or not suite.dataset.label_column:
+        return
+    base = next((c.baseline for c in candidates), None)
+    finetunes = [n for n in base.chain() if n.stage == "finetune"] if base else []
+    train = recipe.data.get("train")
+    if finetunes and train is not None and train.label_column:
+        known = set(frames["train"][train.label_column].dropna().astype(str))
+        known_from = (f"the training labels of finetune step {finetunes[-1].step!r} "
+                      f"({describe_source(train, recipe.base_dir)} column "
+                      f"{train.label_column!r})")
+    else:
+        known, known_from = model_labels(model_path)
+        if known is None:
+            return  # nothing to compare against (no local config): the run will tell
+    msg = unknown_labels_problem(eval_df[suite.dataset.label_column], known, known_from,
+                                 describe_source(suite.dataset, suite_src.path.parent))
+    if msg:
+        raise suite_src.error(("dataset", "label_column"), msg)
 
-    raw = path.read_bytes()
-    try:
-        raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = raw[:exc.start].count(b"\n") + 1
-        guess = guess_encoding(raw)
-        hint = (f"; it looks like {guess}: convert it, e.g. `iconv -f {guess} -t utf-8 "
-                f"{path.name} > {path.stem}.utf8{path.suffix}`" if guess else
-                "; its encoding could not be guessed")
-        raise InputError(f"{path}: not UTF-8 (byte 0x{raw[exc.start]:02x} at offset "
-                         f"{exc.start}, line {line}){hint}") from None
 
-
-def guess_encoding(raw: bytes) -> str | None:
-    try:
-        from charset_normalizer import from_bytes
-    except ImportError:
-        from_bytes = None
-    if from_bytes is not None:
-        best = from_bytes(raw).best()
-        if best is not None and best.encoding not in ("utf_8", "ascii"):
-            return best.encoding.replace("_", "-")
-    for enc in ("utf-16", "cp1252", "latin-1"):
-        try:
-            raw.decode(enc)
-            return enc
-        except UnicodeDecodeError:
-            continue
-    return None
+def eval_size_warnings(suite, n: int) -> list[str]:
+    """Warn when the eval set is too small for the tightest quality threshold ever to be
+    decided at the suite's confidence. For accuracy: when a candidate differs from its
+    baseline on a single example, the paired interval of the drop reaches about 3/N (the
+    97.5% point of a Poisson(1) count), so a max_drop below 3/N can never pass."""
+    t = suite.targets
+    if t.confidence is None or suite.task != "text-classification" or t.max_drop is None \
+            or suite.primary_metric != "accuracy" or t.max_drop <= 0:
+        return []
+    reach = 3.0 / n
+    if reach <= t.max_drop:
+        return []
+    return [f"the eval set has {n} examples: one changed prediction already gives a drop "
+            f"interval reaching about {reach:.3f}, above max_drop {t.max_drop:g}, so that check "
+            "can pass only for candidates that agree with the baseline on every example; "
+            f"about {math.ceil(3 / t.max_drop - 1e-9)} examples are needed"]

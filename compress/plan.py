@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from pydantic import ValidationError
 
 from compress.artifacts import Kind
 from compress.data import check_columns, describe_source, fingerprint, load_frame
+from compress.datacheck import check_eval_labels, eval_size_warnings
 from compress.errors import InputError
 from compress.models import gguf_file, resolve_model
 from compress.provenance import package_versions
@@ -161,32 +161,6 @@ def load_data(recipe: Recipe, suite: Suite, suite_src) -> tuple[dict, pd.DataFra
     return frames, eval_df
 
 
-def check_eval_labels(recipe: Recipe, suite: Suite, suite_src, model_path: str,
-                      frames: dict, eval_df: pd.DataFrame, candidates: list) -> None:
-    """Eval labels must be labels the baseline knows: the training labels when a finetune
-    step makes the baseline, else the model config's id2label (exit 2 otherwise)."""
-    from compress.datacheck import model_labels, unknown_labels_problem
-
-    if suite.task != "text-classification" or not suite.dataset.label_column:
-        return
-    base = next((c.baseline for c in candidates), None)
-    finetunes = [n for n in base.chain() if n.stage == "finetune"] if base else []
-    train = recipe.data.get("train")
-    if finetunes and train is not None and train.label_column:
-        known = set(frames["train"][train.label_column].dropna().astype(str))
-        known_from = (f"the training labels of finetune step {finetunes[-1].step!r} "
-                      f"({describe_source(train, recipe.base_dir)} column "
-                      f"{train.label_column!r})")
-    else:
-        known, known_from = model_labels(model_path)
-        if known is None:
-            return  # nothing to compare against (no local config): the run will tell
-    msg = unknown_labels_problem(eval_df[suite.dataset.label_column], known, known_from,
-                                 describe_source(suite.dataset, suite_src.path.parent))
-    if msg:
-        raise suite_src.error(("dataset", "label_column"), msg)
-
-
 def build_plan(recipe: Recipe, suite: Suite, suite_src) -> Plan:
     """Validate everything the schema cannot (stages, chains, data) and key every node."""
     src = recipe.source
@@ -286,24 +260,6 @@ def build_plan(recipe: Recipe, suite: Suite, suite_src) -> Plan:
                 eval_data=eval_df, model_revision=resolved.revision,
                 warnings=([resolved.warning] if resolved.warning else [])
                 + eval_size_warnings(suite, len(eval_df)))
-
-
-def eval_size_warnings(suite: Suite, n: int) -> list[str]:
-    """Warn when the eval set is too small for the tightest quality threshold ever to be
-    decided at the suite's confidence. For accuracy: when a candidate differs from its
-    baseline on a single example, the paired interval of the drop reaches about 3/N (the
-    97.5% point of a Poisson(1) count), so a max_drop below 3/N can never pass."""
-    t = suite.targets
-    if t.confidence is None or suite.task != "text-classification" or t.max_drop is None \
-            or suite.primary_metric != "accuracy" or t.max_drop <= 0:
-        return []
-    reach = 3.0 / n
-    if reach <= t.max_drop:
-        return []
-    return [f"the eval set has {n} examples: one changed prediction already gives a drop "
-            f"interval reaching about {reach:.3f}, above max_drop {t.max_drop:g}, so that check "
-            "can pass only for candidates that agree with the baseline on every example; "
-            f"about {math.ceil(3 / t.max_drop - 1e-9)} examples are needed"]
 
 
 def model_layers(model_path: str) -> int | None:
