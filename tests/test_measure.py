@@ -188,6 +188,7 @@ def test_a_local_evaluate_module_is_used(tiny_bert, tmp_path):
     gold = ["LABEL_0", "LABEL_1", "LABEL_0", "LABEL_1", "LABEL_1"]
     req = {"artifact": str(tiny_bert), "texts": ["goal", "bank", "phone", "cup win", "app"],
            "labels": gold, "quality": suite.quality.model_dump(),
+           "latency": suite.latency.model_dump(),
            "quality_metrics": ["accuracy"], "fidelity_metrics": []}
     _, _, outputs = worker.classification(runner, Encoder(tiny_bert), req)
     assert outputs["logits"].shape == (5, 2)
