@@ -1,6 +1,6 @@
 """Serving benchmark: a real dynamic-batching server on this CPU against the serving model.
 
-    .venv/bin/pip install litserve==0.2.19      # the server (not a project dependency)
+    bash scripts/setup.sh       # installs litserve==0.2.19 (dev extras): the real server
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/serving.py RUN_DIR [--candidate int8]
         [--requests 2000] [--max-batch 8] [--delay-ms 2] [--seed 0] [--out FILE]
 
