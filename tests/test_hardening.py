@@ -187,7 +187,8 @@ def test_validate_refuses_layers_the_model_does_not_have(write_recipe):
 
 @pytest.mark.parametrize("value", ["1e308", ".inf", ".nan", "10000000000"])
 def test_validate_refuses_absurd_numbers(write_recipe, value):
-    path = write_recipe(RECIPE.replace("epochs: 1,", f"epochs: {value},"))
+    assert "epochs: 10," in RECIPE  # (it replaced "epochs: 1," and so tested nothing)
+    path = write_recipe(RECIPE.replace("epochs: 10,", f"epochs: {value},"))
     with pytest.raises(RecipeError, match="epochs"):
         prepare(path)
 
