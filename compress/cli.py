@@ -35,18 +35,22 @@ from compress.cli_options import (  # the options and asks shared by the command
     _traffic,
 )
 from compress.errors import CompressError
+from compress.tables import make_console
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
                   help="Compress Hugging Face models with declarative recipes, measure every "
                        "candidate, and compare them.")
-# piped output (CI logs, files) gets a wide fixed width instead of folding at 80 columns
-console = Console() if sys.stdout.isatty() else Console(width=160)
+# stdout: the terminal's width or $COLUMNS; piped without COLUMNS, lines are not folded and
+# tables go out as markdown (compress.tables). Made again per invocation (_main).
+console = make_console()
 err_console = Console(stderr=True, soft_wrap=True)  # messages never fold mid-path
 
 
 @app.callback()
 def _main(verbose: Annotated[bool, typer.Option("-v", "--verbose",
                                                 help="show library logs and warnings")] = False):
+    global console
+    console = make_console()
     quiet.set_verbose(verbose)
 
 
@@ -158,8 +162,9 @@ def cache(cache_dir: CacheDir = None,
 
 @app.command()
 def calibrate(out: Annotated[Path | None, typer.Option(
-                  "--out", help="calibration JSON [default: user cache dir "
-                  "(compress/calibration/calibration.json) or $COMPRESS_CALIBRATION]")] = None,
+                  "--out", help="calibration JSON [default: $COMPRESS_CALIBRATION, else "
+                  "calibration/calibration.json in the cache dir ($COMPRESS_CACHE_DIR or "
+                  "the user cache dir)]")] = None,
               threads: Annotated[int, typer.Option("--threads", min=1,
                                                    help="threads, pinned")] = 1,
               device: Annotated[str, typer.Option(
@@ -188,7 +193,7 @@ def calibrate(out: Annotated[Path | None, typer.Option(
         result = calibrate_cuda(target=target)
     else:
         result = C.calibrate(threads=threads)
-    path = C.save(result, out or C.default_path())
+    path = C.save(result, out or C.default_path(mark=True))
     render.calibration(console, result, path, threads)
 
 

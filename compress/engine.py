@@ -19,7 +19,7 @@ from pathlib import Path
 from compress.artifacts import Artifact, Kind
 from compress.data import fingerprint
 from compress.errors import CompressError, InputError, MeasureError, StageError
-from compress.plan import Node, Plan, build_plan, content_key, describe
+from compress.plan import Node, Plan, build_plan, candidate_name, content_key, describe
 from compress.provenance import git_revision, package_versions
 from compress.quiet import verbose
 from compress.recipe import load_recipe, suite_overrides
@@ -128,7 +128,7 @@ def build_all(plan: Plan, store: Store, executor: Executor | None = None, force:
                      for r in roles if r in plan.data},
             trust_remote_code=recipe.model.trust_remote_code,
             progress=reporter.progress, log=reporter.step)
-        reporter.step(f"building {node.step} ({node.stage}) {node.key[:8]}")
+        reporter.step(f"building {candidate_name(node)} ({node.stage}) {node.key[:8]}")
         try:
             with store.building(node.key) as tmp:
                 cached = store.get(node.key)  # a concurrent run may have built it meanwhile
@@ -159,7 +159,7 @@ def build_all(plan: Plan, store: Store, executor: Executor | None = None, force:
             what = str(exc) if isinstance(exc, StageError) else f"{type(exc).__name__}: {exc}"
             reason = f"stage {node.stage} failed: {what}"
             out.errors[node.key] = reason
-            reporter.step(f"[red]{node.step}: {reason}[/red]")
+            reporter.step(f"[red]{candidate_name(node)}: {reason}[/red]")
             if not isinstance(exc, CompressError) and verbose():
                 reporter.step(traceback.format_exc())
     return out

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from compress.artifacts import META_FILE, Kind
 from compress.errors import CompressError, InputError
+from compress.provenance import describe_git
 from compress.results import Run, load_run
 
 LEFT_BEHIND = {META_FILE}
@@ -55,6 +56,47 @@ def _fmt(v, spec=".4f") -> str:
     return format(v, spec) if isinstance(v, (int, float)) else str(v)
 
 
+def _load_snippet(kind: Kind, task: str, seq_len: int, max_length: int | None) -> list[str]:
+    """Code that loads this directory and runs it as it was measured: texts truncated to
+    the measured length (a longer text would overflow the model's positions), and, for a
+    classifier, the predicted label names from the config's id2label."""
+    n = max_length or seq_len
+    classify = task == "text-classification"
+    if kind.runtime == "onnxruntime":
+        code = ["import json", "", "import onnxruntime as ort",
+                "from transformers import AutoTokenizer", "",
+                'tok = AutoTokenizer.from_pretrained("PATH")',
+                'session = ort.InferenceSession("PATH/model.onnx")',
+                'feeds = tok(["some text"], return_tensors="np", padding="max_length", '
+                f"truncation=True, max_length={seq_len})",
+                "names = {i.name for i in session.get_inputs()}",
+                "outputs = session.run(None, {k: v for k, v in feeds.items() if k in names})"]
+        if classify:
+            code += ['id2label = json.load(open("PATH/config.json"))["id2label"]',
+                     "print([id2label[str(i)] for i in outputs[0].argmax(-1)])"]
+        out = ["```python", *code, "```", ""]
+    else:
+        code = ["import torch", "from transformers import AutoTokenizer", "",
+                "from compress.loading import load_for_inference", "",
+                'tok = AutoTokenizer.from_pretrained("PATH")',
+                f'model = load_for_inference("PATH", "{task}")',
+                'feeds = tok(["some text"], return_tensors="pt", padding=True, '
+                f"truncation=True, max_length={n})",
+                "with torch.inference_mode():",
+                "    outputs = model(**feeds)"]
+        if classify:
+            code += ["print([model.config.id2label[int(i)] for i in "
+                     "outputs.logits.argmax(-1)])"]
+        out = ["```python", *code, "```", ""]
+        if kind == Kind.PYTORCH:
+            out += ["A plain Hugging Face model directory: `transformers`' "
+                    "`AutoModel*.from_pretrained(\"PATH\")` loads it too.", ""]
+        else:
+            out += ["`compress-load.json` records how the weights are stored and what to "
+                    "rebuild; compress's loader reads it.", ""]
+    return out
+
+
 def model_card(run: Run, row: dict, base: dict | None, rec: dict | None,
                files: list[str]) -> str:
     name, kind = row["candidate"], Kind(row["kind"])
@@ -65,27 +107,8 @@ def model_card(run: Run, row: dict, base: dict | None, rec: dict | None,
     lines = [f"# {name}", "",
              f"{recipe.get('name')} / {name}, **{task}**, exported by compress. Kind "
              f"`{kind.value}`: {kind.describe}.", ""]
-    lines += ["## Load it", "", "`PATH` is this directory.", ""]
-    if kind.runtime == "onnxruntime":
-        lines += ["```python", "import onnxruntime as ort",
-                  "from transformers import AutoTokenizer", "",
-                  'tok = AutoTokenizer.from_pretrained("PATH")',
-                  'session = ort.InferenceSession("PATH/model.onnx")',
-                  'feeds = tok(["some text"], return_tensors="np", padding="max_length", '
-                  f'max_length={suite.latency.seq_lens[0]})',
-                  "names = {i.name for i in session.get_inputs()}",
-                  "outputs = session.run(None, {k: v for k, v in feeds.items() if k in names})",
-                  "```", ""]
-    else:
-        lines += ["```python", "from compress.loading import load_for_inference", "",
-                  f'model = load_for_inference("PATH", "{task}")',
-                  "```", ""]
-        if kind == Kind.PYTORCH:
-            lines += ["A plain Hugging Face model directory: `transformers`' "
-                      "`AutoModel*.from_pretrained(\"PATH\")` loads it too.", ""]
-        else:
-            lines += ["`compress-load.json` records how the weights are stored and what to "
-                      "rebuild; compress's loader reads it.", ""]
+    lines += ["## Load it", "", "`PATH` is this directory.", ""] + _load_snippet(
+        kind, task, suite.latency.seq_lens[0], suite.quality.max_length)
     lines += ["## Measured figures", "",
               "| figure | this model | baseline |", "|---|---:|---:|"]
     keys = [k for k in ("accuracy", "macro_f1", "spearman", "pearson", "perplexity",
@@ -138,7 +161,7 @@ def model_card(run: Run, row: dict, base: dict | None, rec: dict | None,
               "- stages: " + (" → ".join(reversed(steps)) or "none (the model as given)"),
               f"- artifact key: `{row.get('artifact_key')}`",
               f"- run: `{run.path}` ({run.manifest.get('finished')}), git "
-              f"`{run.manifest.get('git')}`",
+              + describe_git(run.manifest.get("git")),
               f"- versions: {', '.join(f'{k} {v}' for k, v in (versions or {}).items())}",
               f"- files: {', '.join(files)}", ""]
     return "\n".join(lines)

@@ -27,7 +27,7 @@ from compress.provenance import package_versions
 from compress.recipe import MODEL_STEP, Recipe
 from compress.stages.base import StageConfig, all_stages, get_stage
 from compress.suite import Suite
-from compress.yamlsource import format_loc
+from compress.yamlsource import describe_error, format_loc
 
 
 def content_key(payload: dict) -> str:
@@ -334,10 +334,8 @@ def _config_error(src, loc, step, stage, variant, exc: ValidationError):
                   + ", ".join(fields)
         elif err["type"] == "missing":
             msg = "required setting is missing"
-        elif err["type"] == "union_tag_invalid":
-            msg = f"got {err['input']!r}; expected one of: {err['ctx']['expected_tags']}"
         else:
-            msg = f"got {err.get('input')!r}; expected: {err['msg']}"
+            msg = describe_error(err)
         lines.append(f"{src.where(where)}: {format_loc(where)}: {msg}")
     from compress.errors import RecipeError
 

@@ -54,3 +54,10 @@ def git_revision(path: Path) -> str | None:
         return sha.stdout.strip() + ("-dirty" if dirty else "")
     except (OSError, subprocess.TimeoutExpired):
         return None
+
+
+def describe_git(revision: str | None) -> str:
+    """The git revision a run recorded, for people: a missing one says why, not 'None'."""
+    if not revision:
+        return "not recorded (the recipe's folder is not in a git repository)"
+    return f"`{revision}`"

@@ -18,6 +18,9 @@ def verbose() -> bool:
 
 def set_verbose(on: bool) -> None:
     os.environ[VERBOSE_ENV] = "1" if on else "0"
+    if on:  # undo the venv's scripts/quiet-torchao.pth, read at interpreter start
+        for name in ("torchao", "torch.utils._pytree"):
+            logging.getLogger(name).setLevel(logging.NOTSET)
     configure()
 
 

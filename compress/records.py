@@ -120,8 +120,11 @@ def parse(model: type[BaseModel], data: dict, where: str | Path, what: str):
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        from compress.yamlsource import describe_error
+
         raise InputError(f"{where}: not a valid {what} (schema_version "
-                         f"{data.get('schema_version', 0)}): {loc}: {err['msg']}") from None
+                         f"{data.get('schema_version', 0)}): {loc}: {describe_error(err)}"
+                         ) from None
 
 
 # ---------------------------------------------------------------- measurement

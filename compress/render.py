@@ -10,7 +10,9 @@ import sys
 
 from rich.console import Console
 from rich.progress import Progress
-from rich.table import Table
+from rich.text import Text
+
+from compress.tables import Col, print_table
 
 
 class RichReporter:
@@ -40,14 +42,22 @@ class RichReporter:
 
 
 def plan(console: Console, p, store) -> None:
-    """`compress validate --plan`: each candidate's chain, cached or still to build."""
-    t = Table("candidate", "role", "kind", "chain", header_style="bold")
+    """`compress validate --plan`: each candidate's chain, cached or still to build; the
+    baseline is marked."""
+    from compress.plan import candidate_name
+
+    bases = {c.baseline.key for c in p.candidates}
+    rows = []
     for c in p.candidates:
         chain = " → ".join(
             f"{n.step} ({'cached' if store.get(n.key) else 'to build'})"
             for n in c.node.chain() if n.stage)
-        t.add_row(c.name, c.role, c.node.kind.value, chain or "model (as given)")
-    console.print(t)
+        rows.append([c.name + (" *" if c.node.key in bases else ""), c.role,
+                     candidate_name(c.baseline), c.node.kind.value,
+                     chain or "model (as given)"])
+    print_table(console, [Col("candidate"), Col("role"), Col("judged against"), Col("kind"),
+                          Col("chain")], rows)
+    console.print("* baseline: what the other candidates are judged against", highlight=False)
 
 
 def stages(console: Console, registered: dict) -> None:
@@ -122,16 +132,16 @@ def _cell(r: dict, key: str, fmt: str) -> str:
 
 
 def results_table(console: Console, rows: list[dict], title: str | None = None) -> None:
-    """The results table: the columns that matter for the task; baseline marked with *."""
-    table = Table(title=title, header_style="bold")
+    """The results table: the columns that matter for the task; baseline marked with *.
+    Fitted by compress.tables: a figure is never cut, names wrap first."""
     cols = [c for c in COLUMNS if any(r.get(c[0]) is not None for r in rows)]
+    heads = []
     for key, header, _ in cols:
         if key == "primary_delta":
             header = f"Δ{next((r['primary_metric'] for r in rows if r.get('primary_metric')), '')}"
-        table.add_column(header, overflow="fold", no_wrap=key != "error",
-                         justify="left" if key in ("candidate", "kind", "status", "error")
-                         else "right")
+        heads.append(Col(header, number=key not in ("candidate", "kind", "status", "error")))
     baselines = {r.get("baseline") for r in rows}
+    body = []
     for r in rows:
         cells = []
         for key, _, fmt in cols:
@@ -139,7 +149,7 @@ def results_table(console: Console, rows: list[dict], title: str | None = None) 
             if fmt == "name":
                 cells.append(v + (" *" if v in baselines else ""))
             elif fmt == "status":
-                cells.append("[green]ok[/green]" if v == "ok" else "[red]failed[/red]")
+                cells.append(Text("ok", "green") if v == "ok" else Text("failed", "red"))
             elif v is None:
                 cells.append("-")
             elif fmt == "lat":
@@ -148,8 +158,8 @@ def results_table(console: Console, rows: list[dict], title: str | None = None) 
                 cells.append(str(v))
             else:
                 cells.append(_cell(r, key, fmt))
-        table.add_row(*cells)
-    console.print(table)
+        body.append(cells)
+    print_table(console, heads, body, title=title)
     first = next((r for r in rows if r.get("batch_size")), {})
     noisy = any(r.get("noisy") for r in rows)
     console.print(
@@ -181,27 +191,40 @@ def calibration(console: Console, result: dict, path, threads: int) -> None:
     what = (f"{m['gpu_name']}, compute capability {m['compute_capability']}, driver "
             f"{m.get('driver')}" if "gpu_name" in m else
             f"{m['cpu_model']}, {m['cores']} core(s), {threads} thread(s)")
-    console.print(f"calibrated {m['hw_class']} ({what}) in {result['wall_time_s']:.1f} s "
-                  f"-> {path}")
+    console.print(f"calibrated hardware class {m['hw_class']} ({what}) in "
+                  f"{result['wall_time_s']:.1f} s; saved as calibration '{result['name']}' "
+                  f"-> {path}", highlight=False)
     for cls, fit in result["classes"].items():
-        t = Table("factor", "value", title=cls, header_style="bold")
-        for k, v in fit["compute_efficiency"].items():
-            t.add_row(f"compute efficiency {k}", f"{v:.3f}")
-        t.add_row("memory efficiency", f"{fit['memory_efficiency']:.3f}")
-        for k, v in fit["kernel_overhead_us"].items():
-            t.add_row(f"kernel overhead {k}", f"{v:.2f} us")
-        for k, v in fit["host_overhead_us"].items():
-            t.add_row(f"host overhead {k}", f"{v:.2f} us")
+        rows = [[f"compute efficiency {k}", f"{v:.3f}"]
+                for k, v in fit["compute_efficiency"].items()]
+        rows.append(["memory efficiency", f"{fit['memory_efficiency']:.3f}"
+                     + _copy_rate(result)])
+        rows += [[f"kernel overhead {k}", f"{v:.2f} us"]
+                 for k, v in fit["kernel_overhead_us"].items()]
+        rows += [[f"host overhead {k}", f"{v:.2f} us"]
+                 for k, v in fit["host_overhead_us"].items()]
         for k, pts in (fit.get("gemm_curves") or {}).items():
-            t.add_row(f"GEMM efficiency curve {k}", "  ".join(
-                f"{e:.2f}@{f:.0e}" for f, e in pts[::max(1, len(pts) // 5)]) + " (eff@flops/call)")
+            rows.append([f"GEMM efficiency curve {k}", "  ".join(
+                f"{e:.2f}@{f:.0e}" for f, e in pts[::max(1, len(pts) // 5)]) + " (eff@flops/call)"])
         for rt, ops in (fit.get("vector_rates") or {}).items():
-            t.add_row(f"vector ops {rt}", "  ".join(
-                f"{op} {tab[-1][1] / 1e9:.2f}" for op, tab in ops.items()) + " G elements/s")
-        console.print(t)
+            rows.append([f"vector ops {rt}", "  ".join(
+                f"{op} {tab[-1][1] / 1e9:.2f}" for op, tab in ops.items()) + " G elements/s"])
+        print_table(console, [Col("factor"), Col("value")], rows, title=cls)
     console.print(f"load average before/after: {result['load_average']['before']} / "
                   f"{result['load_average']['after']} (calibrate on a quiet machine)",
                   highlight=False)
+
+
+def _copy_rate(result: dict) -> str:
+    """What the memory efficiency is a fraction of: a figure above 1 means the copy beat
+    the catalog's nominal bandwidth (which is a nominal, not this machine's spec)."""
+    copy = ((result.get("benchmarks") or {}).get("torch") or {}).get("copy") or []
+    nominal = (result.get("nominal") or {}).get("bandwidth_bytes_s")
+    if not copy or not nominal:
+        return ""
+    rate = copy[-1]["bytes"] / copy[-1]["seconds"]
+    return (f" (a {copy[-1]['mb']} MiB copy moved {rate / 1e9:.1f} GB/s, read + write, "
+            f"against a nominal {nominal / 1e9:.1f} GB/s per worker)")
 
 
 def refused(console: Console, err_console: Console, rec, format: str) -> None:
@@ -223,27 +246,25 @@ def recommendation(console: Console, rec, title: str, all_rows: bool = False) ->
         console.print(("[green]" if line.startswith("Recommended") else "") + line
                       + ("[/green]" if line.startswith("Recommended") else ""),
                       highlight=False)
-    qt = Table("candidate", rec.metric, "drop", "quality", title="quality vs baseline "
-               "(measured)", header_style="bold")
-    for _, r in rec.quality.iterrows():
-        qt.add_row(r["candidate"], _f(r["value"], ".4f"), _f(r.get("drop"), "+.4f"),
-                   "[green]ok[/green]" if r["passes_quality"]
-                   else "[red]" + "; ".join(r["quality_reasons"]) + "[/red]")
-    console.print(qt)
+    quality = [[r["candidate"], _f(r["value"], ".4f"), _f(r.get("drop"), "+.4f"),
+                Text("ok", "green") if r["passes_quality"]
+                else Text("; ".join(r["quality_reasons"]), "red")]
+               for _, r in rec.quality.iterrows()]
+    print_table(console, [Col("candidate"), Col(rec.metric, True), Col("drop", True),
+                          Col("quality")], quality, title="quality vs baseline (measured)")
     opts = rec.options
     if not all_rows:
         opts = opts[opts["status"] != "unsupported"]
     causal = "cost_per_1m_tokens" in opts and opts["cost_per_1m_tokens"].notna().any()
     serving = traffic is not None
-    cols = ["candidate", "target", "runtime", "status", "figures"]
-    cols += (["inst x wk", "max batch", "delay ms", "util", "p95 ms", "p99 ms"] if serving
-             else ["batch", "p95 ms", "inf/s"])
-    cols += ["$/h", "$ per 1k"] + (["$ per 1M tok"] if causal else []) \
-        + (["$/month"] if serving else []) + ["efficiency", "note"]
-    t = Table(*cols, title="candidate x target (measured = this machine; projected = "
-              "roofline)" + ("; end-to-end latency under Poisson traffic at the peak"
-                             if serving else ""), header_style="bold")
+    cols = [Col(h) for h in ("candidate", "target", "runtime", "status", "figures")]
+    cols += [Col(h, True) for h in (
+        ["inst x wk", "max batch", "delay ms", "util", "p95 ms", "p99 ms"] if serving
+        else ["batch", "p95 ms", "inf/s"])]
+    cols += [Col(h, True) for h in ["$/h", "$ per 1k"] + (["$ per 1M tok"] if causal else [])
+             + (["$/month"] if serving else [])] + [Col("efficiency"), Col("note")]
     qmap = dict(zip(rec.quality["candidate"], rec.quality["passes_quality"], strict=True))
+    rows = []
     for _, r in opts.iterrows():
         status = r["status"] if qmap.get(r["candidate"]) or r["status"] != "ok" \
             else "quality"
@@ -267,8 +288,10 @@ def recommendation(console: Console, rec, title: str, all_rows: bool = False) ->
             notes = ["not priced"]
         cells.append(_text(r.get("efficiency_source")))
         cells.append("; ".join(notes))
-        t.add_row(*cells)
-    console.print(t)
+        rows.append(cells)
+    print_table(console, cols, rows, key=2,
+                title="candidate x target (measured = this machine; projected = roofline)"
+                + ("; end-to-end latency under Poisson traffic at the peak" if serving else ""))
     hidden = (rec.options["status"] == "unsupported").sum()
     if hidden and not all_rows:
         reasons = rec.options[rec.options["status"] == "unsupported"]
@@ -276,13 +299,14 @@ def recommendation(console: Console, rec, title: str, all_rows: bool = False) ->
                       "them), e.g.:")
         for why in reasons["reason"].drop_duplicates().head(4):
             console.print(f"  - {why}", highlight=False)
-    pt = Table("candidate", "target", "runtime", rec.metric, rec.ranking, "figures",
-               "meets quality", title="Pareto frontier: quality vs cost", header_style="bold")
-    for _, r in rec.pareto.iterrows():
-        pt.add_row(r["candidate"], r["target"], r["runtime"], _f(r["value"], ".4f"),
-                   _f(r["cost"], ".6f" if rec.ranking == "cost_per_1k" else ",.0f"),
-                   r["provenance"], "yes" if r["passes_quality"] else "no")
-    console.print(pt)
+    pareto = [[r["candidate"], r["target"], r["runtime"], _f(r["value"], ".4f"),
+               _f(r["cost"], ".6f" if rec.ranking == "cost_per_1k" else ",.0f"),
+               r["provenance"], "yes" if r["passes_quality"] else "no"]
+              for _, r in rec.pareto.iterrows()]
+    print_table(console, [Col("candidate"), Col("target"), Col("runtime"),
+                          Col(rec.metric, True), Col(rec.ranking, True), Col("figures"),
+                          Col("meets quality")], pareto, key=2,
+                title="Pareto frontier: quality vs cost")
     p = rec.provenance
     changed = [f"{k} {v['price_per_hour']} ({v['source']})" for k, v in p["prices"].items()
                if p["price_files"] and "override" in str(v["source"])]
@@ -299,14 +323,16 @@ def recommendation(console: Console, rec, title: str, all_rows: bool = False) ->
 
 def gate(console: Console, result) -> None:
     """`compress gate`: one row per check, then the verdict line."""
-    t = Table("candidate", "check", "value", "threshold", "figures", "result",
-              title=f"gate: {result.run} (target {result.target})", header_style="bold")
     colour = {"pass": "green", "fail": "red", "error": "yellow", "inconclusive": "magenta"}
+    rows = []
     for ch in result.checks:
-        t.add_row(ch.candidate, ch.check, _f(ch.value, ".6g"), _f(ch.threshold, ".6g"),
-                  ch.provenance or "-",
-                  f"[{colour[ch.status]}]{ch.status}[/{colour[ch.status]}] {ch.message}")
-    console.print(t)
+        res = Text(ch.status, colour[ch.status])
+        res.append(f" {ch.message}", style=None)
+        rows.append([ch.candidate, ch.check, _f(ch.value, ".6g"), _f(ch.threshold, ".6g"),
+                     ch.provenance or "-", res])
+    print_table(console, [Col("candidate"), Col("check"), Col("value", True),
+                          Col("threshold", True), Col("figures"), Col("result")], rows,
+                title=f"gate: {result.run} (target {result.target})")
     if result.recommended and result.recommended.get("decision"):
         console.print(result.recommended["decision"], highlight=False)
     c = result.counts()

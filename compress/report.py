@@ -9,9 +9,7 @@ saved beside the page as PNG and SVG.
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import json
 import math
 from dataclasses import dataclass, field
@@ -19,7 +17,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from compress.results import LOWER_IS_BETTER, Run, load_run
+from compress import report_plots as P
+from compress.provenance import describe_git
+from compress.results import Run, load_run
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;
@@ -34,7 +34,9 @@ th{background:#f4f4f6}td.l,th.l{text-align:left}
 .measured{background:#2e7d32}.projected{background:#6a4fb3}
 figure{margin:1rem 0}figure img{max-width:100%;border:1px solid #eee}
 figcaption{font-size:.85rem;color:#555}.muted{color:#666;font-size:.85rem}
+.scroll{overflow-x:auto}details{margin:.4rem 0}summary{cursor:pointer;color:#1f5fa8}
 """
+MAX_ROWS = 30   # pairs shown in the candidate x target table; the rest one click away
 
 
 @dataclass
@@ -90,107 +92,24 @@ def _table(headers: list[str], rows: list[list[str]], left: int = 1,
     th = "".join(f'<th class="{cls(i)}">{html.escape(h)}</th>' for i, h in enumerate(headers))
     body = "".join("<tr>" + "".join(f'<td class="{cls(i)}">{c}</td>'
                                     for i, c in enumerate(r)) + "</tr>" for r in rows)
-    return f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
+    return (f'<div class="scroll"><table><thead><tr>{th}</tr></thead><tbody>{body}</tbody>'
+            "</table></div>")
 
 
-# ---------------------------------------------------------------------------------- plots
-
-def _save(fig, name: str, plot_dir: Path, saved: dict) -> str:
-    """Save PNG + SVG beside the page; return the PNG as base64 for embedding."""
-    plot_dir.mkdir(parents=True, exist_ok=True)
-    png, svg = plot_dir / f"{name}.png", plot_dir / f"{name}.svg"
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    png.write_bytes(buf.getvalue())
-    fig.savefig(svg, format="svg", bbox_inches="tight")
-    saved[name] = [png, svg]
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode()
-
-
-def _pareto_plot(rec, metric: str, plt):
-    fig, ax = plt.subplots(figsize=(7.5, 4.6))
-    opts = rec.options.merge(rec.quality[["candidate", "value", "passes_quality"]],
-                             on="candidate", how="left")
-    x = rec.ranking                  # cost_per_1k, or monthly_cost with a traffic profile
-    ok = opts[(opts["status"] == "ok") & opts[x].notna() & opts["value"].notna()]
-    for prov, marker in (("measured", "o"), ("projected", "^")):
-        for passes, colour, word in ((True, "#5aa469", "meets"), (False, "#d9776b", "misses")):
-            sub = ok[(ok["provenance"] == prov) & (ok["passes_quality"] == passes)]
-            if len(sub):
-                ax.scatter(sub[x], sub["value"], marker=marker, alpha=.35, color=colour,
-                           label=f"{prov}, {word} quality targets")
-    front = rec.pareto
-    if len(front):
-        ax.plot(front["cost"], front["value"], "-", color="#c0392b", lw=1.5, zorder=2)
-        for _, p in front.iterrows():
-            ax.scatter([p["cost"]], [p["value"]], s=70, zorder=3,
-                       marker="o" if p["provenance"] == "measured" else "^",
-                       color="#2e7d32" if p["passes_quality"] else "#c0392b")
-            ax.annotate(f"{p['candidate']} @ {p['target']}", (p["cost"], p["value"]),
-                        textcoords="offset points", xytext=(6, 4), fontsize=8)
-    if rec.winner:
-        w = rec.winner
-        ax.scatter([w.get(rec.ranking)], [w.get("value")], s=240, facecolors="none",
-                   edgecolors="#2e7d32", lw=2, zorder=4, label="recommended")
-    if len(ok) and (ok[x] > 0).all():
-        ax.set_xscale("log")
-    xlabel = "cost per 1k inferences ($)" if rec.ranking == "cost_per_1k" else \
-        "monthly cost ($)"
-    ax.set_xlabel(xlabel + (", log scale" if ax.get_xscale() == "log" else ""))
-    ax.set_ylabel(metric + (" (lower is better)" if metric in LOWER_IS_BETTER else ""))
-    ax.set_title("Quality vs cost: Pareto frontier (red line; green = meets targets)")
-    ax.grid(alpha=.3)
-    ax.legend(fontsize=8, loc="best")
-    return fig
-
-
-def _latency_size_plot(summary: pd.DataFrame, plt):
-    fig, ax = plt.subplots(figsize=(7.5, 4.2))
-    s = summary[summary["status"] == "ok"]
-    for _, r in s.iterrows():
-        size, p50, p95 = _num(r.get("size_mb")), _num(r.get("latency_p50_ms")), \
-            _num(r.get("latency_p95_ms"))
-        if size is None or p50 is None:
-            continue
-        ax.errorbar([size], [p50], yerr=[[0], [max((p95 or p50) - p50, 0)]], fmt="o",
-                    capsize=4, color="#1f77b4")
-        ax.annotate(r["candidate"], (size, p50), textcoords="offset points", xytext=(6, 4),
-                    fontsize=8)
-    first = s.iloc[0] if len(s) else {}
-    ax.set_xlabel("size on disk (MB)")
-    ax.set_ylabel("latency p50 (ms), bar to p95")
-    ax.set_title(f"Latency vs size (measured here: batch {first.get('batch_size', '-')}, "
-                 f"{first.get('seq_len', '-')} tokens, {first.get('threads', '-')} thread(s))")
-    ax.grid(alpha=.3)
-    return fig
-
-
-def _cost_per_target_plot(top: list[str], opts: pd.DataFrame, plt):
-    fig, ax = plt.subplots(figsize=(8.5, 4.4))
-    ok = opts[(opts["status"] == "ok") & opts["cost_per_1k"].notna()]
-    ok = ok.sort_values("cost_per_1k").groupby(["candidate", "target"], as_index=False).first()
-    targets = sorted(set(ok[ok["candidate"].isin(top)]["target"]))
-    width = 0.8 / max(len(top), 1)
-    for i, cand in enumerate(top):
-        sub = ok[ok["candidate"] == cand].set_index("target")
-        xs = [j + i * width for j, t in enumerate(targets) if t in sub.index]
-        ys = [sub.loc[t, "cost_per_1k"] for t in targets if t in sub.index]
-        bars = ax.bar(xs, ys, width, label=cand)
-        for b, t in zip(bars, [t for t in targets if t in sub.index], strict=True):
-            if sub.loc[t, "provenance"] == "measured":
-                b.set_hatch("//")
-    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(targets))], targets, rotation=30,
-                  ha="right")
-    if len(ok):
-        ax.set_yscale("log")
-    ax.set_ylabel("cost per 1k inferences ($, log scale)")
-    ax.set_title("Cost per target, top candidates (hatched = measured here, plain = projected)")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=.3, axis="y")
-    return fig
+def _unsupported(options: pd.DataFrame) -> str:
+    """The pairs no runtime can run, grouped by reason: each reason once, with the pairs it
+    rules out (they used to fill a third of the pairs table, each repeating its reason)."""
+    bad = options[options["status"] == "unsupported"]
+    if not len(bad):
+        return ""
+    rows = []
+    for why, g in bad.groupby("reason", sort=False):
+        pairs = "; ".join(f"{c}: {', '.join(dict.fromkeys(g[g['candidate'] == c]['target']))}"
+                          for c in dict.fromkeys(g["candidate"]))
+        rows.append([_e(why), str(len(g)), _e(pairs)])
+    return (f"<h3>Not supported ({len(bad)} pair(s), {len(rows)} reason(s))</h3>"
+            + _table(["reason", "pairs", "candidates: targets"], rows, left=1,
+                     also_left=(-1,)))
 
 
 # ----------------------------------------------------------------------------------- page
@@ -273,7 +192,7 @@ def build_report(run: Run | str | Path, out: str | Path | None = None, *, ask=No
 
     # plots
     parts.append("<h2>Quality vs cost</h2>")
-    b64 = _save(_pareto_plot(rec, metric, plt), "pareto", plot_dir, saved)
+    b64 = P.save(P.pareto_plot(rec, metric, plt), "pareto", plot_dir, saved)
     parts.append(f'<figure><img alt="Pareto plot: {_e(metric)} vs cost" '
                  f'src="data:image/png;base64,{b64}"><figcaption>Each candidate on each '
                  "target it can run on (circles measured here, triangles projected); the "
@@ -284,7 +203,7 @@ def build_report(run: Run | str | Path, out: str | Path | None = None, *, ask=No
     parts.append(_table(["candidate", "target", "runtime", metric, rec.ranking, "figures",
                          "meets quality"], pr, left=3))
     parts.append("<h2>Latency vs size</h2>")
-    b64 = _save(_latency_size_plot(summary, plt), "latency_size", plot_dir, saved)
+    b64 = P.save(P.latency_size_plot(summary, plt), "latency_size", plot_dir, saved)
     parts.append(f'<figure><img alt="latency vs size" src="data:image/png;base64,{b64}">'
                  f"<figcaption>{_tag('measured')} here.</figcaption></figure>")
 
@@ -296,26 +215,29 @@ def build_report(run: Run | str | Path, out: str | Path | None = None, *, ask=No
     top_names = list(dict.fromkeys(ranked["candidate"]))[:top]
     parts.append("<h2>Cost per target (top candidates)</h2>")
     if top_names:
-        b64 = _save(_cost_per_target_plot(top_names, rec.options, plt), "cost_per_target",
-                    plot_dir, saved)
+        b64 = P.save(P.cost_per_target_plot(top_names, rec.options, plt, rec.winner),
+                     "cost_per_target", plot_dir, saved)
         parts.append(f'<figure><img alt="cost per target" src="data:image/png;base64,{b64}">'
                      "</figure>")
-        tr = []
-        shown = rec.options[rec.options["candidate"].isin(top_names)].copy()
+        shown = rec.options[rec.options["candidate"].isin(top_names)
+                            & (rec.options["status"] != "unsupported")].copy()
         shown["_order"] = shown["candidate"].map({n: i for i, n in enumerate(top_names)})
         shown = shown.sort_values(["_order", "cost_per_1k"], na_position="last")
-        for _, r in shown.iterrows():
-            tr.append([_e(r["candidate"]), _e(r["target"]), _e(r["runtime"]), _e(r["status"]),
-                       _tag(r["provenance"]), _e(_config(r)), _f(r.get("utilisation"), ".0%"),
-                       _f(r["latency_p95_ms"], ".2f"), _f(r["throughput_per_s"], ".1f"),
-                       _f(r["price_per_hour"], ".3f"), _f(r["cost_per_1k"], ".6f"),
-                       _f(r.get("monthly_cost"), ",.0f"),
-                       _e(_text(r.get("efficiency_source"))),
-                       _e(_text(r["reason"]))])
-        parts.append(_table(["candidate", "target", "runtime", "status", "figures",
-                             "serving (instances x workers, max batch, queue delay)", "util",
-                             "p95 ms", "capacity/s", "$/h", "$ per 1k", "$/month",
-                             "efficiency", "reason"], tr, left=6, also_left=(-2, -1)))
+        tr = [[_e(r["candidate"]), _e(r["target"]), _e(r["runtime"]), _e(r["status"]),
+               _tag(r["provenance"]), _e(_config(r)), _f(r.get("utilisation"), ".0%"),
+               _f(r["latency_p95_ms"], ".2f"), _f(r["throughput_per_s"], ".1f"),
+               _f(r["price_per_hour"], ".3f"), _f(r["cost_per_1k"], ".6f"),
+               _f(r.get("monthly_cost"), ",.0f"), _e(_text(r.get("efficiency_source"))),
+               _e(_text(r["reason"]))] for _, r in shown.iterrows()]
+        heads = ["candidate", "target", "runtime", "status", "figures",
+                 "serving (instances x workers, max batch, queue delay)", "util", "p95 ms",
+                 "capacity/s", "$/h", "$ per 1k", "$/month", "efficiency", "reason"]
+        parts.append(_table(heads, tr[:MAX_ROWS], left=6, also_left=(-2, -1)))
+        if len(tr) > MAX_ROWS:
+            parts.append(f"<details><summary>{len(tr) - MAX_ROWS} more candidate x target "
+                         "pair(s)</summary>" + _table(heads, tr[MAX_ROWS:], left=6,
+                                                      also_left=(-2, -1)) + "</details>")
+        parts.append(_unsupported(rec.options))
     else:
         parts.append("<p>No candidate has a price on any target.</p>")
 
@@ -332,7 +254,9 @@ def build_report(run: Run | str | Path, out: str | Path | None = None, *, ask=No
     parts.append("<h2>Provenance</h2>")
     prov = [["recipe", _e(m["recipe"].get("path"))], ["suite", _e(m["suite"].get("path"))],
             ["model", _e((m.get("plan") or {}).get("model"))], ["seed", _e(m.get("seed"))],
-            ["git", _e(m.get("git"))],
+            ["--set overrides", _e("; ".join(m["recipe"].get("overrides") or [])
+                                   or "none (the recipe as written)")],
+            ["git", _e(describe_git(m.get("git")).strip("`"))],
             ["versions", _e(", ".join(f"{k} {v}" for k, v in (m.get("versions") or {}).items()))],
             ["started / finished", _e(f"{m.get('started')} / {m.get('finished')}")],
             ["wall time", _e(f"{m.get('wall_time_s')} s")],

@@ -34,6 +34,7 @@ from compress.records import (
 )
 from compress.store import atomic_write_text, fsync_file, write_json
 from compress.suite import Suite
+from compress.yamlsource import describe_error
 
 __all__ = ["LOWER_IS_BETTER", "Run", "build_results", "load_run", "write_run"]
 
@@ -326,7 +327,7 @@ def _summary_row(row, where: Path) -> SummaryRow:
         err = exc.errors()[0]
         raise InputError(f"{where}: not a valid results file: candidate "
                          f"{row.get('candidate') if isinstance(row, dict) else row!r}: "
-                         f"{'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+                         f"{'.'.join(map(str, err['loc']))}: {describe_error(err)}") from None
 
 
 def _direction(row: dict) -> str | None:

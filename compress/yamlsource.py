@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,19 +51,19 @@ class YamlSource:
         node, line = self.root, None
         for key in loc:
             if isinstance(node, yaml.MappingNode):
-                nxt = next((v for k, v in node.value if k.value == str(key)), None)
-                if nxt is None:
-                    # an unknown key: point at the key itself
-                    nxt_key = next((k for k, _ in node.value if k.value == str(key)), None)
-                    return nxt_key.start_mark.line + 1 if nxt_key is not None else line
-                node = nxt
+                pair = next(((k, v) for k, v in node.value if k.value == str(key)), None)
+                if pair is None:
+                    return line
+                # the key's own line: a block value ('pipline:' then '  - id: ...') starts
+                # on the next one, where a typo in the key is not
+                line, node = pair[0].start_mark.line + 1, pair[1]
             elif isinstance(node, yaml.SequenceNode) and isinstance(key, int):
                 if key >= len(node.value):
                     return line
                 node = node.value[key]
+                line = node.start_mark.line + 1
             else:
                 return line
-            line = node.start_mark.line + 1
         return line
 
     def where(self, loc: tuple) -> str:
@@ -130,11 +131,6 @@ def format_loc(loc: tuple) -> str:
     return out
 
 
-def _describe_value(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
 def validation_error(src: YamlSource, exc: ValidationError, prefix: tuple = (),
                      model: Any = None) -> RecipeError:
     """Pydantic's errors as one message: file:line, field path, value and expectation."""
@@ -149,12 +145,63 @@ def validation_error(src: YamlSource, exc: ValidationError, prefix: tuple = (),
                 msg += f"; expected one of: {', '.join(sorted(allowed))}"
         elif kind == "missing":
             msg = "required field is missing"
-        elif kind == "value_error":
-            msg = err["msg"].removeprefix("Value error, ")
         else:
-            msg = f"got {_describe_value(err.get('input'))}; expected: {err['msg']}"
+            msg = describe_error(err)
         lines.append(f"{src.where(loc)}: " + (f"{format_loc(loc)}: " if loc else "") + msg)
     return RecipeError("\n".join(lines))
+
+
+_PLAIN = {  # pydantic error type -> what was expected, in the user's words
+    "int_parsing": "a whole number", "int_type": "a whole number",
+    "int_from_float": "a whole number (no fractional part)",
+    "float_parsing": "a number", "float_type": "a number", "finite_number": "a finite number",
+    "bool_parsing": "true or false", "bool_type": "true or false",
+    "string_type": "text", "list_type": "a list", "tuple_type": "a list",
+    "set_type": "a list", "dict_type": "a mapping (key: value)",
+    "model_type": "a mapping (key: value)", "model_attributes_type": "a mapping (key: value)",
+    "none_required": "nothing (null)",
+}
+_BOUNDS = {"greater_than": ("gt", "greater than"), "greater_than_equal": ("ge", "at least"),
+           "less_than": ("lt", "less than"), "less_than_equal": ("le", "at most")}
+
+
+def expectation(err: dict) -> str:
+    """What one pydantic error expected, in plain words ('a whole number', "one of 'a',
+    'b'"), never pydantic's own wording ('Input should be a valid integer, unable to parse
+    string as an integer')."""
+    kind, ctx = err["type"], err.get("ctx") or {}
+    if kind in _PLAIN:
+        return _PLAIN[kind]
+    if kind in _BOUNDS:
+        key, words = _BOUNDS[kind]
+        return f"a number {words} {ctx.get(key)}"
+    if kind in ("literal_error", "enum"):
+        return f"one of {ctx.get('expected')}"
+    if kind == "union_tag_invalid":
+        return f"one of {ctx.get('expected_tags')}"
+    if kind == "union_tag_not_found":
+        return f"a mapping with a {ctx.get('discriminator')!s} field"
+    if kind in ("too_short", "string_too_short"):
+        n = ctx.get("min_length")
+        return f"at least {n} {'character' if kind.startswith('string') else 'item'}(s)"
+    if kind in ("too_long", "string_too_long"):
+        n = ctx.get("max_length")
+        return f"at most {n} {'character' if kind.startswith('string') else 'item'}(s)"
+    if kind == "missing":
+        return "a value (this field is required)"
+    msg = err["msg"].removeprefix("Value error, ")
+    msg = re.sub(r"^(Input|Value) should (be|have) ", "", msg)
+    return re.sub(r"^(\w+) should (be|have) ", r"a \1 with ", msg).lower() \
+        if re.match(r"^\w+ should ", msg) else msg
+
+
+def describe_error(err: dict, width: int = 80) -> str:
+    """'got <value>; expected <what>' for one pydantic error (a value error's own text)."""
+    if err["type"] == "value_error":
+        return err["msg"].removeprefix("Value error, ")
+    text = repr(err.get("input"))
+    text = text if len(text) <= width else text[:width - 3] + "..."
+    return f"got {text}; expected {expectation(err)}"
 
 
 def _is_union_tag(key: Any) -> bool:

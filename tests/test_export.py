@@ -76,3 +76,41 @@ def test_export_refusals(run_with_artifact, tmp_path):
     assert not (tmp_path / "y").exists()
     r = run_cli("export", str(run), "nope", "--to", str(tmp_path / "z"), timeout=120)
     assert r.returncode == 2 and "not in the run" in r.stderr and "Traceback" not in r.stderr
+
+
+def _card_code(dest) -> str:
+    card = (dest / "README.md").read_text()
+    code = card.split("## Load it", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    return code.replace("PATH", str(dest))
+
+
+@pytest.mark.parametrize("candidate", ["teacher", "int8"])
+def test_model_card_load_snippet_runs_on_a_long_text_and_names_labels(tiny_run, tmp_path,
+                                                                      candidate):
+    """The card's own code, run as written on a text far longer than the model's 128
+    positions: it truncates (it did not), and prints label names (it printed nothing)."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT, WORDS
+
+    dest = tmp_path / candidate
+    export(tiny_run, candidate, to=dest)
+    long_text = " ".join(["goal match team win"] * 200)
+    code = _card_code(dest).replace('"some text"', repr(long_text))
+    assert "truncation=True" in code
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    labels = eval(proc.stdout.strip().splitlines()[-1])  # noqa: S307 - our own print of a list
+    assert isinstance(labels, list) and len(labels) == 1 and labels[0] in WORDS, proc.stdout
+
+
+def test_model_card_says_why_git_is_missing(run_with_artifact, tmp_path):
+    run, _ = run_with_artifact
+    m = json.loads((run / "manifest.json").read_text())
+    (run / "manifest.json").write_text(json.dumps({**m, "git": None}))
+    export(run, "teacher", to=tmp_path / "release")
+    card = (tmp_path / "release" / "README.md").read_text()
+    assert "git None" not in card and "`None`" not in card
+    assert "git not recorded (the recipe's folder is not in a git repository)" in card

@@ -39,3 +39,17 @@ def test_readme_python_snippets_run(tiny_run, tiny_bert, tmp_path, monkeypatch):
     run = namespace["run"]
     assert len(run.summary()) == 3
     assert {"ci_low", "ci_high"} <= set(run.table().columns)
+
+
+def test_readme_cli_list_names_every_command():
+    """Every command the CLI registers has a line in the README's CLI list (calibrate and
+    recommend were missing once), and the list names no command that does not exist."""
+    import typer.main
+
+    from compress.cli import app
+
+    commands = set(typer.main.get_command(app).commands)
+    block = (ROOT / "README.md").read_text().split("\n## CLI\n", 1)[1]
+    block = block.split("```\n", 1)[1].split("```", 1)[0]
+    listed = {line.split()[1] for line in block.splitlines() if line.startswith("compress ")}
+    assert listed == commands, (sorted(commands - listed), sorted(listed - commands))

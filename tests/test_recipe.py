@@ -42,12 +42,12 @@ def test_unknown_stage_setting_names_field_and_choices(write_recipe):
 def test_wrong_type_names_value_and_expectation(write_recipe):
     msg = bad(write_recipe, "epochs: 10,", "epochs: many,")
     assert "recipe.yaml:12: pipeline[0].with.epochs: got 'many'" in msg
-    assert "valid integer" in msg
+    assert "expected a whole number" in msg and "Input should" not in msg
 
 
 def test_wrong_type_in_schema(write_recipe):
     msg = bad(write_recipe, "seed: 0", "seed: [1]")
-    assert "recipe.yaml:5: seed: got [1]" in msg and "integer" in msg
+    assert "recipe.yaml:5: seed: got [1]" in msg and "expected a whole number" in msg
 
 
 def test_unknown_stage(write_recipe):

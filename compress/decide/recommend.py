@@ -225,7 +225,9 @@ def _notes(opts: pd.DataFrame) -> list[str]:
 def _cal_name(cal):
     if not cal:
         return "none (default efficiencies, not calibrated on any hardware class)"
-    return f"{cal.get('name')} ({cal.get('created')}, {cal.get('path', 'in memory')})"
+    classes = ", ".join(cal.get("classes") or {}) or "?"
+    return (f"'{cal.get('name')}' of hardware class {classes} "
+            f"(made {cal.get('created')}; {cal.get('path', 'in memory')})")
 
 
 def _money(v, ranking):

@@ -91,7 +91,10 @@ FACTORS = {
                          "reaches",
     "kernel_overhead_us": "fixed cost per op dispatch (PyTorch eager) or graph node (ORT), "
                           "from chains of tiny ops",
-    "host_overhead_us": "fixed cost per inference call (ORT session.run), charged once",
+    "host_overhead_us": "fixed cost per inference call, charged once: ORT session.run (a "
+                        "chain of tiny nodes extrapolated to none); PyTorch a module call "
+                        "around one tiny op (numpy feeds in, inference_mode, numpy out) "
+                        "minus that op",
     "gemm_curves": "'runtime:precision' (Linear GEMMs) and 'runtime:attention:precision' "
                    "(batched matmuls): [[flops per call, efficiency], ...]; efficiency = "
                    "flops / (peak x seconds) of one measured call (dispatch and dynamic "
@@ -103,11 +106,18 @@ FACTORS = {
 }
 
 
-def default_path() -> Path:
-    from platformdirs import user_cache_dir
+def default_path(mark: bool = False) -> Path:
+    """$COMPRESS_CALIBRATION, else calibration/calibration.json in the cache directory
+    ($COMPRESS_CACHE_DIR, else the user cache dir), where recommend, gate and report look.
+    `mark` (for writing): make that cache directory a marked compress cache first, so that
+    `compress run` accepts it afterwards (it refuses a non-empty unmarked directory)."""
+    from compress.store import Store, default_cache_dir
 
-    return Path(os.environ.get("COMPRESS_CALIBRATION")
-                or Path(user_cache_dir("compress")) / "calibration" / "calibration.json")
+    if os.environ.get("COMPRESS_CALIBRATION"):
+        return Path(os.environ["COMPRESS_CALIBRATION"])
+    if mark:
+        Store(default_cache_dir())
+    return default_cache_dir() / "calibration" / "calibration.json"
 
 
 def size_curve(rows: list[dict], peak: float, grid=CURVE_GRID) -> list[list[float]]:
@@ -244,7 +254,11 @@ def calibrate(threads: int = 1, catalog: Catalog | None = None, name: str | None
             "compute_efficiency": compute,
             "memory_efficiency": mem_eff,
             "kernel_overhead_us": {"pytorch": tb["tiny"] * 1e6, "onnxruntime": slope * 1e6},
-            "host_overhead_us": {"onnxruntime": host * 1e6, "pytorch": 0.0},
+            # PyTorch's only where measured (older benchmark files lack it): a missing
+            # figure falls back to the catalog default, never to zero
+            "host_overhead_us": {"onnxruntime": host * 1e6} | (
+                {"pytorch": max(0.0, tb["call"] - tb["tiny"]) * 1e6} if tb.get("call")
+                else {}),
             "gemm_curves": {k: v for k, v in curves.items() if v},
             "vector_rates": rates,
         }},

@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from compress.errors import InputError
-from compress.yamlsource import refuse_absurd_numbers
+from compress.yamlsource import describe_error, refuse_absurd_numbers
 
 CATALOG_FILE = Path(__file__).with_name("catalog.yaml")
 PRECISIONS = ("fp32", "tf32", "fp16", "bf16", "fp8", "int8", "int4")
@@ -178,12 +178,7 @@ def _errors(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors():
         loc = ".".join(str(k) for k in err["loc"]) or "(top level)"
-        if err["type"] == "value_error":
-            parts.append(f"{loc}: {err['msg'].removeprefix('Value error, ')}")
-            continue
-        value = repr(err.get("input"))
-        value = value if len(value) <= 60 else value[:57] + "..."
-        parts.append(f"{loc}: got {value}; expected: {err['msg']}")
+        parts.append(f"{loc}: {describe_error(err, 60)}")
     return "; ".join(parts)
 
 

@@ -97,8 +97,8 @@ def efficiency_for(target: Target, catalog: Catalog, framework: str,
             memory=float(cls.get("memory_efficiency", d.memory_efficiency)),
             kernel_overhead_s=float(k.get(framework, d.kernel_overhead_us[target.kind])) / 1e6,
             host_overhead_s=float(h.get(framework, d.host_overhead_us[target.kind])) / 1e6,
-            source=f"calibration {calibration.get('name', '?')} "
-                   f"({calibration.get('created', '?')[:10]}, {target.hw_class})",
+            source=f"calibration '{calibration.get('name', '?')}' of class "
+                   f"{target.hw_class} ({calibration.get('created', '?')[:10]})",
             default_compute=d.compute_efficiency,
             curves=dict(cls.get("gemm_curves") or {}),
             vector_rates=dict(cls.get("vector_rates") or {}))
