@@ -59,7 +59,7 @@ def _train(tiny_bert, area=None, every=None, fail_at=None):
     rows = make_rows(48, 1)
     texts = [t for t, _ in rows]
     y = torch.tensor([["sport", "business", "tech"].index(lab) for _, lab in rows])
-    calls, logged = [0], []
+    calls, logged, bars = [0], [], []
 
     def loss_fn(batch, idx):
         calls[0] += 1
@@ -80,8 +80,10 @@ def _train(tiny_bert, area=None, every=None, fail_at=None):
     result = train_epochs(model, tok, texts, loss_fn, epochs=3, total=18, lr=3e-3,
                           weight_decay=0.01, warmup_ratio=0.1, batch_size=8, max_length=32,
                           seed=0, evaluate=evaluate, clip_norm=1.0, log=logged.append,
-                          checkpoints=area, checkpoint_every=every)
-    return model, result, logged
+                          checkpoints=area, checkpoint_every=every,
+                          track=lambda description, total: bars.append(description) or (
+                              lambda n=1: bars.append(n)))
+    return model, result, logged + bars
 
 
 def test_a_resumed_loop_ends_with_the_same_weights_and_history(tiny_bert, tmp_path):
@@ -94,6 +96,8 @@ def test_a_resumed_loop_ends_with_the_same_weights_and_history(tiny_bert, tmp_pa
     assert [p.name for p in area.root.iterdir()] == ["step-00000010"]
     model, result, logged = _train(tiny_bert, area, every=5)
     assert "train: resumed at step 10 of 18 from its checkpoint" in logged
+    assert "train (resumed at step 10 of 18)" in logged  # the progress bar's description
+    assert logged[logged.index("train (resumed at step 10 of 18)") + 1] == 10  # starts at 10
     assert result == ref  # history (losses of the epoch in progress too), kept epoch
     ref_state = ref_model.state_dict()
     assert all(torch.equal(v, ref_state[k]) for k, v in model.state_dict().items())
@@ -137,6 +141,12 @@ def test_checkpoints_survive_cleanup_and_prune_and_go_on_commit(tmp_path):
     store.clean_stale()
     store.prune()
     assert {a["key"]: a["step"] for a in store.checkpoint_areas()} == {key: 3, other: 3}
+    # a key whose artifact committed but whose checkpoints stayed (killed in between)
+    done = "d" * 20
+    store.checkpoints(done).write(1, 2, lambda d: (d / "model.safetensors").write_bytes(b"w"))
+    store.artifact_dir(done).mkdir()
+    store.clean_stale()
+    assert done not in {a["key"] for a in store.checkpoint_areas()}
     assert all(not a["live"] for a in store.checkpoint_areas())
     with store.building(key) as out:
         (out / "model.safetensors").write_bytes(b"final")
@@ -214,3 +224,15 @@ def test_killed_builds_resume_from_checkpoints_with_byte_identical_weights(write
         want = json.loads((tmp_path / "ref-cache" / "artifacts" / key / META_FILE).read_text())
         assert got["files"] == want["files"], step  # every file's sha256: the same bytes
         assert got["checks"] == want["checks"], step  # histories, kept epochs, sparsity
+
+
+def test_when_a_checkpoint_is_due(tmp_path):
+    from compress.checkpoints import DEFAULT_SECONDS, Checkpointer
+
+    area = CheckpointArea(tmp_path / "ckpt")
+    assert DEFAULT_SECONDS == 120.0  # the default: about every 2 minutes of training
+    by_steps = Checkpointer(area, 3)
+    assert [s for s in range(1, 10) if by_steps.due(s)] == [3, 6, 9]
+    assert not Checkpointer(area, None).due(1)  # 2 minutes have not passed
+    assert Checkpointer(area, None, seconds=0.0).due(1)
+    assert Checkpointer(area, 0).area is None and not Checkpointer(area, 0).due(3)  # off
