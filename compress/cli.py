@@ -149,13 +149,17 @@ def cache(cache_dir: CacheDir = None,
           verify: Annotated[bool, typer.Option("--verify", help="check every artifact against "
                                                "its sha256 digests and every measurement; "
                                                "move what fails aside (exit 1 if any)")
-                            ] = False):
+                            ] = False,
+          prune_checkpoints: Annotated[bool, typer.Option(
+              "--prune-checkpoints", help="remove the training checkpoints that interrupted "
+              "builds left (their re-runs then train afresh); --prune keeps them")] = False):
     """Show the artifact cache (size, runs); optionally verify or prune it. Both refuse a
     directory that is not a compress cache (no CACHEDIR.TAG)."""
     from compress.store import Store
 
     bad = render.cache(console, Store(cache_dir, warn=_warn), verify=verify, prune=prune,
-                       keep_runs=keep_runs, dry_run=dry_run)
+                       keep_runs=keep_runs, dry_run=dry_run,
+                       prune_checkpoints=prune_checkpoints)
     if bad:
         raise typer.Exit(1)
 

@@ -127,7 +127,8 @@ def build_all(plan: Plan, store: Store, executor: Executor | None = None, force:
             columns={r: (recipe.data[r].text_column, recipe.data[r].label_column)
                      for r in roles if r in plan.data},
             trust_remote_code=recipe.model.trust_remote_code,
-            progress=reporter.progress, log=reporter.step)
+            progress=reporter.progress, log=reporter.step,
+            checkpoints=store.checkpoints(node.key, f"{node.step} ({node.stage})"))
         reporter.step(f"building {candidate_name(node)} ({node.stage}) {node.key[:8]}")
         try:
             with store.building(node.key) as tmp:

@@ -8,7 +8,9 @@ their provenance and, for the recommended pair, the targets it was recommended f
 artifact's store metadata (`compress-artifact.json`) stays behind. The copy is written
 beside the destination and renamed into place, so a failed export leaves nothing half
 written; a killed one leaves a hidden temp dir that the next export into the same folder
-removes. The export holds the store lock shared (no prune meanwhile) and the artifact for
+removes. A destination that already holds a complete export of the same artifact is
+replaced (so a re-run after a kill completes); any other non-empty one is refused. The
+export holds the store lock shared (no prune meanwhile) and the artifact for
 reading (no --force swap meanwhile), and verifies every file against the sha256 recorded
 when the artifact was committed.
 """
@@ -231,13 +233,37 @@ def _copy_out(run: Run, row: dict, rec: dict | None, src: Path, dest: Path, stor
                               sorted(files + ["README.md"]))
             (tmp / "README.md").write_text(card, encoding="utf-8")
             fsync_tree(tmp)
-            if dest.exists():
-                dest.rmdir()
-            tmp.rename(dest)
+            if dest.exists() and any(dest.iterdir()):  # an earlier export of this artifact
+                old = dest.parent / f".{dest.name}.{uuid.uuid4().hex[:8]}.compress-export"
+                dest.rename(old)  # killed here: the next export removes it, as a temp dir
+                tmp.rename(dest)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                if dest.exists():
+                    dest.rmdir()
+                tmp.rename(dest)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return files
+
+
+def same_export(dest: Path, src: Path) -> bool:
+    """Whether `dest` holds a complete export of this very artifact: each of its files with
+    the digest recorded at commit, and a model card. Such a folder (an earlier export, or
+    one whose `compress export` was killed after it finished writing) is replaced, so a
+    re-run of the same export completes; any other non-empty folder is refused."""
+    from compress.fsutil import sha256_file
+
+    try:
+        files = json.loads((src / META_FILE).read_text(encoding="utf-8"))["files"]
+        present = {str(f.relative_to(dest)) for f in dest.rglob("*") if f.is_file()}
+    except (OSError, ValueError, KeyError):
+        return False
+    moved = {n: ("README.source.md" if n == "README.md" else n) for n in files}
+    if present != set(moved.values()) | {"README.md"}:
+        return False
+    return all(sha256_file(dest / moved[n]) == d for n, d in files.items())
 
 
 def _serving_row(decision, candidate: str) -> dict | None:
@@ -367,7 +393,8 @@ def export(run: Run | str | Path, candidate: str | None = None, *, to: str | Pat
         raise InputError(f"--to {dest}: overlaps the artifact itself ({src})")
     if _inside(dest, run.path) or _inside(run.path, dest):
         raise InputError(f"--to {dest}: overlaps the run directory {run.path}")
-    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())) \
+            and not (format == "hf" and same_export(dest, src)):
         raise InputError(f"--to {dest}: exists and is not empty")
     store = _store_of(src)
     with store.shared_lock() if store else contextlib.nullcontext():

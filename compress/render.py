@@ -348,7 +348,7 @@ def gate(console: Console, result) -> None:
 
 
 def cache(console: Console, store, *, verify: bool, prune: bool, keep_runs: int | None,
-          dry_run: bool) -> int:
+          dry_run: bool, prune_checkpoints: bool = False) -> int:
     """`compress cache`: optionally verify and prune, then the usage; the number of corrupt
     entries verify found (the command exits 1 when there are any)."""
     bad = 0
@@ -366,8 +366,21 @@ def cache(console: Console, store, *, verify: bool, prune: bool, keep_runs: int 
         console.print(f"{verb} {r['artifacts_removed']} artifact(s), "
                       f"{r['measurements_removed']} measurement(s), "
                       f"{r['bytes_freed'] / 1e6:.1f} MB; kept {r['runs_kept']} run(s)")
+    if prune_checkpoints:
+        r = store.prune_checkpoints(dry_run=dry_run)
+        console.print(f"{'would remove' if dry_run else 'removed'} the checkpoints of "
+                      f"{r['checkpoints_removed']} interrupted build(s), "
+                      f"{r['bytes_freed'] / 1e6:.1f} MB", highlight=False)
     u = store.usage()
     console.print(f"cache: {u['root']}\n  artifacts: {u['artifacts']} "
                   f"({u['artifact_bytes'] / 1e6:.1f} MB), measurements: {u['measurements']}, "
                   f"runs referring to it: {u['runs']}")
+    for a in store.checkpoint_areas():
+        at = f"step {a['step']} of {a['total']}" if a["step"] is not None else \
+            "no complete checkpoint"
+        console.print(f"  checkpoint {a['key']} {a['label']}: {at}, "
+                      f"{a['bytes'] / 1e6:.1f} MB, "
+                      + ("its build is running" if a["live"] else
+                         "left by an interrupted build (a re-run resumes from it; "
+                         "--prune-checkpoints removes it)"), highlight=False, markup=False)
     return bad

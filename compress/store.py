@@ -11,6 +11,9 @@ Layout under the cache dir:
   runs/<id>.json          which keys a run directory refers to (pruning keeps those)
   tmp/<key>-<id>/         one builder's workspace: out/ becomes the artifact, anything else
                           is the stage's scratch space; removed when its builder is gone
+  checkpoints/<key>/      training checkpoints of a build (compress.checkpoints): kept when
+                          a build is killed, so its re-run resumes; removed when the key's
+                          artifact commits or by `prune_checkpoints`, never by other cleanup
   trash/                  what prune or a --force rebuild removes, renamed here first
   corrupt/                entries that could not be read or failed their digests
   locks/                  flocks: <key>.lock (building), <key>.use.lock (reading),
@@ -41,6 +44,7 @@ from pathlib import Path
 from platformdirs import user_cache_dir
 
 from compress.artifacts import META_FILE, Artifact
+from compress.checkpoints import CheckpointArea, list_areas
 from compress.errors import CompressError, InputError
 from compress.fsutil import (  # noqa: F401 - re-exported: compress.store is where callers look
     atomic_write_bytes,
@@ -62,7 +66,8 @@ MARKER = "CACHEDIR.TAG"
 MARKER_TEXT = ("Signature: 8a477f597d28d172789f06886806bc55\n"
                "# This directory is a compress artifact cache (https://bford.info/cachedir/).\n"
                "# `compress cache --prune` and `--verify` act only where this file is.\n")
-LAYOUT = ("artifacts", "measurements", "runs", "tmp", "locks", "trash", "corrupt")
+LAYOUT = ("artifacts", "measurements", "runs", "tmp", "locks", "trash", "corrupt",
+          "checkpoints")
 _WORKSPACE = re.compile(r"^(?P<key>[0-9a-f]{20})-[0-9a-f]{8}$")
 
 
@@ -185,11 +190,50 @@ class Store:
         else:
             os.rename(out, final)
         fsync_dir(final.parent)
+        self._drop_checkpoints(key)
         return Artifact.read(final)
 
+    # ------------------------------------------------------------ training checkpoints
+    def checkpoints(self, key: str, label: str = "") -> CheckpointArea:
+        """Where the build of `key` checkpoints its training (the builder holds its lock)."""
+        return CheckpointArea(self.root / "checkpoints" / key, label)
+
+    def _drop_checkpoints(self, key: str) -> None:
+        area = self.root / "checkpoints" / key
+        with contextlib.suppress(FileNotFoundError):
+            shutil.rmtree(self._aside(area, "trash"), ignore_errors=True)
+
+    def checkpoint_areas(self) -> list[dict]:
+        """Checkpoints left in the cache, per key (compress.checkpoints.list_areas), with
+        `live`: its build is running now (holds the key's lock)."""
+        areas = list_areas(self.root / "checkpoints")
+        for a in areas:
+            with flock(self._lock(f"{a['key']}.lock"), blocking=False) as free:
+                a["live"] = not free
+        return areas
+
+    def prune_checkpoints(self, dry_run: bool = False) -> dict:
+        """Remove the checkpoints of builds not running now (their re-runs then start
+        training afresh); a live build's are left alone."""
+        removed, freed = 0, 0
+        for a in list_areas(self.root / "checkpoints"):
+            with flock(self._lock(f"{a['key']}.lock"), blocking=False) as free:
+                if free:
+                    removed += 1
+                    freed += a["bytes"]
+                    if not dry_run:
+                        self._drop_checkpoints(a["key"])
+        return {"checkpoints_removed": removed, "bytes_freed": freed, "dry_run": dry_run}
+
     def clean_stale(self) -> int:
-        """Remove builder workspaces whose builder is gone (its key lock is free), and what
-        a killed prune or rebuild left in trash/; returns how many workspaces went."""
+        """Remove builder workspaces whose builder is gone (its key lock is free), and the
+        checkpoints of keys whose artifact committed (a kill between the two left them);
+        returns how many workspaces went."""
+        for area in (self.root / "checkpoints").iterdir():
+            if self.artifact_dir(area.name).is_dir():
+                with flock(self._lock(f"{area.name}.lock"), blocking=False) as free:
+                    if free:  # not a --force rebuild of it in progress
+                        self._drop_checkpoints(area.name)
         removed = 0
         for work in (self.root / "tmp").iterdir():
             m = _WORKSPACE.match(work.name)

@@ -114,3 +114,24 @@ def test_model_card_says_why_git_is_missing(run_with_artifact, tmp_path):
     card = (tmp_path / "release" / "README.md").read_text()
     assert "git None" not in card and "`None`" not in card
     assert "git not recorded (the recipe's folder is not in a git repository)" in card
+
+
+def test_a_second_export_of_the_same_artifact_replaces_the_first(run_with_artifact, tmp_path):
+    """A `compress export` killed after its copy was renamed into place left a complete
+    export; the re-run of the same command must finish (issue 16's chaos benchmark found it
+    refused), while any other non-empty folder is still refused."""
+    from compress.fsutil import file_digests
+
+    run, art = run_with_artifact
+    meta = json.loads((art / META_FILE).read_text())
+    (art / META_FILE).write_text(json.dumps({**meta, "files": file_digests(art)}))
+    dest = tmp_path / "release"
+    export(run, "teacher", to=dest)
+    first = sorted(p.name for p in dest.iterdir())
+    out = export(run, "teacher", to=dest)  # the re-run
+    assert sorted(p.name for p in dest.iterdir()) == first and out.path == dest.resolve()
+    assert not list(tmp_path.glob(".release.*"))
+    (dest / "model.safetensors").write_bytes(b"edited by someone")
+    with pytest.raises(InputError, match="not empty"):
+        export(run, "teacher", to=dest)
+    assert (dest / "model.safetensors").read_bytes() == b"edited by someone"

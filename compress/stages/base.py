@@ -21,6 +21,7 @@ from compress.yamlsource import refuse_absurd_numbers
 if TYPE_CHECKING:
     import pandas as pd
 
+    from compress.checkpoints import CheckpointArea
     from compress.plan import Node
 
 
@@ -44,6 +45,9 @@ class StageContext:
     trust_remote_code: bool = False
     progress: Callable[[str, int], Any] | None = None  # (description, total) -> advance(n)
     log: Callable[[str], None] = field(default=lambda msg: None)
+    # where a training stage checkpoints and resumes (the engine gives each build its
+    # key's area; None: no checkpoints)
+    checkpoints: CheckpointArea | None = None
 
     def texts(self, role: str) -> list[str]:
         return self.data[role][self.columns[role][0]].astype(str).tolist()

@@ -8,6 +8,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from pydantic import Field
+
 from compress.artifacts import META_FILE
 
 # sample inputs every stage checks its output on (export against PyTorch, quantize and
@@ -18,6 +20,15 @@ SAMPLE_TEXTS = [
     "The new phone has a faster chip, a brighter screen and a longer battery life.",
     "Ministers will publish the bill next week after months of debate.",
 ]
+
+
+def checkpoint_every_field():
+    """The `checkpoint_every` setting of the stages that train. It changes when the state
+    is saved, never what is trained, so it is left out of the node key (exclude)."""
+    return Field(None, ge=0, exclude=True,
+                 description="checkpoint every N optimizer steps (default: about every 2 "
+                             "minutes of training; 0: never); a re-run after a kill resumes "
+                             "from the last checkpoint")
 
 
 def copy_side_files(src: Path, dst: Path) -> None:

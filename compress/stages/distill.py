@@ -25,6 +25,7 @@ from pydantic import Field, model_validator
 from compress.artifacts import Artifact, Kind
 from compress.errors import StageError
 from compress.stages.base import Stage, StageConfig, StageContext, register
+from compress.stages.common import checkpoint_every_field
 from compress.stages.distillation import Settings, train_student
 
 
@@ -53,6 +54,7 @@ class DistillConfig(StageConfig):
     select: Literal["best", "last"] = Field(
         "best", description="checkpoint kept: best dev epoch (a tie goes to the later "
                             "epoch) or the last epoch")
+    checkpoint_every: int | None = checkpoint_every_field()
 
     @model_validator(mode="after")
     def _one_student(self):
@@ -123,7 +125,7 @@ class Distill(Stage):
         result = train_student(
             student, teacher, tok, ctx.task, ctx.texts("train"), labels,
             Settings.from_config(config, layer_map), ctx.seed, dev=dev,
-            track=ctx.track, log=ctx.log)
+            track=ctx.track, log=ctx.log, checkpoints=ctx.checkpoints)
         student.eval()
         if source.kind == Kind.PYTORCH_PRUNED and config.student_config is None:
             save_for_inference(student, out_dir, "safetensors", shapes=record_shapes(student))

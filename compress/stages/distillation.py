@@ -32,6 +32,7 @@ class Settings:
     batch_size: int = 16
     max_length: int = 128
     select: str = "best"
+    checkpoint_every: int | None = None
 
     @classmethod
     def from_config(cls, config, layer_map=None) -> Settings:
@@ -40,9 +41,11 @@ class Settings:
 
 
 def train_student(student, teacher, tok, task: str, texts: list[str], labels: list[int] | None,
-                  s: Settings, seed: int, dev=None, track=None, log=None) -> dict:
+                  s: Settings, seed: int, dev=None, track=None, log=None, checkpoints=None,
+                  name: str = "distill") -> dict:
     """Train `student` against the frozen `teacher`; keep the best dev epoch. Returns
-    history, steps and the best epoch's dev metric."""
+    history, steps and the best epoch's dev metric. With `checkpoints` (the build's
+    checkpoint area) it checkpoints and resumes (see compress.stages.training)."""
     import torch
 
     if task == "text-classification" and labels is None and s.alpha < 1:
@@ -69,8 +72,8 @@ def train_student(student, teacher, tok, task: str, texts: list[str], labels: li
                           weight_decay=s.weight_decay, warmup_ratio=s.warmup_ratio,
                           batch_size=s.batch_size, max_length=s.max_length, seed=seed,
                           evaluate=dev_metric, clip_norm=1.0,
-                          advance=track("distill", total) if track else (lambda n=1: None),
-                          log=log, select=s.select)
+                          track=track, name=name, log=log, select=s.select,
+                          checkpoints=checkpoints, checkpoint_every=s.checkpoint_every)
     out = {k: result[k] for k in ("steps", "history", "best_epoch", "selection")}
     if result["best"] is not None:
         name, value = result["best"]

@@ -16,6 +16,7 @@ from pydantic import Field
 from compress.artifacts import Artifact, Kind
 from compress.errors import StageError
 from compress.stages.base import Stage, StageConfig, StageContext, register
+from compress.stages.common import checkpoint_every_field
 from compress.stages.training import train_epochs
 
 
@@ -31,6 +32,7 @@ class FinetuneConfig(StageConfig):
     select: Literal["best", "last"] = Field(
         "best", description="checkpoint kept: best dev epoch (a tie goes to the later "
                             "epoch) or the last epoch")
+    checkpoint_every: int | None = checkpoint_every_field()
 
 
 @register
@@ -93,7 +95,8 @@ class Finetune(Stage):
             epochs=config.epochs, total=total, lr=config.lr, weight_decay=config.weight_decay,
             warmup_ratio=config.warmup_ratio, batch_size=config.batch_size,
             max_length=config.max_length, seed=ctx.seed, evaluate=evaluate,
-            advance=ctx.track("finetune", total), log=ctx.log, select=config.select)
+            track=ctx.track, name="finetune", log=ctx.log, select=config.select,
+            checkpoints=ctx.checkpoints, checkpoint_every=config.checkpoint_every)
         model.save_pretrained(out_dir, safe_serialization=True)
         tok.save_pretrained(out_dir)
         best = result["best"]

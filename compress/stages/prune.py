@@ -26,6 +26,7 @@ from pydantic import Field, model_validator
 from compress.artifacts import Artifact, Kind
 from compress.errors import StageError
 from compress.stages.base import Stage, StageConfig, StageContext, register
+from compress.stages.common import checkpoint_every_field
 
 
 class PruneConfig(StageConfig):
@@ -55,6 +56,7 @@ class PruneConfig(StageConfig):
         "best", description="recovery checkpoint kept: best epoch on data.dev (agreement "
                             "with the unpruned model; a tie goes to the later epoch) or the "
                             "last")
+    checkpoint_every: int | None = checkpoint_every_field()
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -122,9 +124,11 @@ class Prune(Stage):
                 model, teacher, tok, ctx.task, texts, None,
                 Settings(alpha=1.0, lr=config.recovery_lr, max_steps=config.recovery_steps,
                          batch_size=config.batch_size, max_length=config.max_length,
-                         select=config.recovery_select),
+                         select=config.recovery_select,
+                         checkpoint_every=config.checkpoint_every),
                 ctx.seed, dev=(ctx.texts("dev"), None) if "dev" in ctx.data else None,
-                track=ctx.track, log=ctx.log)
+                track=ctx.track, log=ctx.log, checkpoints=ctx.checkpoints,
+                name="prune recovery")
         if config.method == "magnitude":
             _make_permanent(model)
             checks.update(_sparsity(model))
