@@ -1,8 +1,9 @@
 """Execute a plan: build each stage run once (or take it from the store), then measure
 every candidate, and write the run directory.
 
-Stages run through an `Executor`. `LocalExecutor` runs them in this process; a cluster
-engine would implement the same `build` method and leave stages untouched.
+Stage builds run through an executor (`compress.executor`): `LocalExecutor` in this
+process, `compress.ray_executor.RayExecutor` as Ray tasks across a cluster; the engine
+schedules the plan as a DAG over either.
 """
 
 from __future__ import annotations
@@ -10,37 +11,23 @@ from __future__ import annotations
 import sys
 import tempfile
 import time
-import traceback
-from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 from compress.artifacts import Artifact, Kind
+from compress.build import BuildResult, job_for
 from compress.data import fingerprint
-from compress.errors import CompressError, InputError, MeasureError, StageError
+from compress.errors import CompressError, InputError, MeasureError
+from compress.executor import Executor, LocalExecutor
 from compress.plan import Node, Plan, build_plan, candidate_name, content_key, describe
 from compress.provenance import git_revision, package_versions
-from compress.quiet import verbose
 from compress.recipe import load_recipe, suite_overrides
-from compress.records import Manifest, Measurement, RecipeInfo, SuiteInfo, failed
+from compress.records import BuildRecord, Manifest, Measurement, RecipeInfo, SuiteInfo, failed
 from compress.records import RunStats as Stats
-from compress.stages.base import StageContext, get_stage
+from compress.stages.base import get_stage
 from compress.store import Store
 from compress.suite import load_suite
-
-
-class Executor(ABC):
-    """Builds one node's artifact into a directory the store provides."""
-
-    @abstractmethod
-    def build(self, node: Node, source: Artifact, ctx: StageContext, out_dir: Path) -> dict:
-        """Write the node's output into out_dir; return its checks."""
-
-
-class LocalExecutor(Executor):
-    def build(self, node, source, ctx, out_dir):
-        return get_stage(node.stage).run(ctx, source, node.config, out_dir)
 
 
 @dataclass
@@ -49,6 +36,7 @@ class Outcome:
     errors: dict[str, str] = field(default_factory=dict)  # node key -> reason
     stats: Stats = field(default_factory=Stats)
     rebuilt: set[str] = field(default_factory=set)
+    builds: list[BuildRecord] = field(default_factory=list)  # what was built, when, where
 
 
 class Reporter:
@@ -97,7 +85,10 @@ def model_artifact(plan: Plan, store: Store, stats: Stats, reporter: Reporter) -
 
 def build_all(plan: Plan, store: Store, executor: Executor | None = None, force: bool = False,
               reporter: Reporter | None = None) -> Outcome:
-    """Build every node in order; a failed node fails its descendants, not its siblings."""
+    """Build every node as a DAG: a node is submitted once its input is built (cached
+    nodes are taken from the store here), so an executor that runs builds at once
+    (`--executor ray`) builds independent branches and sweep variants in parallel. Each
+    key is submitted once. A failed node fails its descendants, not its siblings."""
     executor = executor or LocalExecutor()
     reporter = reporter or Reporter()
     out = Outcome()
@@ -108,62 +99,84 @@ def build_all(plan: Plan, store: Store, executor: Executor | None = None, force:
     except Exception as exc:  # noqa: BLE001 - the model as given failed to load or convert
         raise CompressError(f"could not import the model {plan.model_path}: "
                             f"{type(exc).__name__}: {exc}") from None
-    recipe = plan.recipe
+    children: dict[str, list[Node]] = {}
     for node in plan.nodes:
-        parent = node.parent.key
-        if parent in out.errors:
-            out.errors[node.key] = f"input {node.parent.step!r} failed"
-            continue
-        cached = store.get(node.key)
-        if cached is not None and not force:
-            out.artifacts[node.key] = cached
+        children.setdefault(node.parent.key, []).append(node)
+    submitted: set[str] = set()
+    todo = sum(force or not store.artifact_dir(n.key).is_dir() for n in plan.nodes)
+    advance = reporter.progress("building", todo) if todo else (lambda n=1: None)
+    root = store.root.resolve()
+
+    def ready(parent_key: str) -> None:
+        """Schedule the children of a node that just finished (or failed)."""
+        for node in children.get(parent_key, []):
+            assert node.key not in submitted, f"{node.key} scheduled twice"
+            submitted.add(node.key)
+            if parent_key in out.errors:
+                out.errors[node.key] = f"input {node.parent.step!r} failed"
+                ready(node.key)
+                continue
+            cached = None if force else store.get(node.key)
+            if cached is not None:
+                out.artifacts[node.key] = cached
+                out.stats.stage_cache_hits += 1
+                ready(node.key)
+                continue
+            reporter.step(f"building {candidate_name(node)} ({node.stage}) {node.key[:8]}")
+            job = job_for(node, out.artifacts[parent_key], plan, root, force)
+            executor.submit(job, get_stage(node.stage).resources(node.config))
+
+    def finished(res: BuildResult) -> None:
+        node = next(n for n in plan.nodes if n.key == res.key)
+        if res.error is not None:
+            out.errors[res.key] = res.error
+            reporter.step(f"[red]{candidate_name(node)}: {res.error}[/red]")
+        elif res.cached:  # another driver built it meanwhile
+            out.artifacts[res.key] = res.artifact
             out.stats.stage_cache_hits += 1
-            continue
-        stage = get_stage(node.stage)
-        roles = stage.data_roles(node.config)
-        ctx = StageContext(
-            task=recipe.task, seed=recipe.seed,
-            data={r: plan.data[r] for r in roles if r in plan.data},
-            columns={r: (recipe.data[r].text_column, recipe.data[r].label_column)
-                     for r in roles if r in plan.data},
-            trust_remote_code=recipe.model.trust_remote_code,
-            progress=reporter.progress, log=reporter.step,
-            checkpoints=store.checkpoints(node.key, f"{node.step} ({node.stage})"))
-        reporter.step(f"building {candidate_name(node)} ({node.stage}) {node.key[:8]}")
-        try:
-            with store.building(node.key) as tmp:
-                cached = store.get(node.key)  # a concurrent run may have built it meanwhile
-                if cached is not None and not force:
-                    out.artifacts[node.key] = cached
-                    out.stats.stage_cache_hits += 1
-                    continue
-                t0 = time.perf_counter()
-                with store.reading(parent):  # a --force rebuild of the input waits
-                    checks = executor.build(node, out.artifacts[parent], ctx, tmp)
-                meta = {
-                    "key": node.key, "kind": node.kind.value, "stage": node.stage,
-                    "step": node.step, "config": node.config_dict(), "parent": parent,
-                    "format": stage.produces_format(node.config),
-                    "data": node.data_fingerprints, "properties": node.properties,
-                    "task": recipe.task,
-                    "seed": recipe.seed if stage.uses_seed else None,
-                    "stage_version": stage.version, "versions": package_versions(),
-                    "wall_time_s": round(time.perf_counter() - t0, 3), "checks": checks,
-                    "created": datetime.now(UTC).isoformat(timespec="seconds"),
-                }
-                out.artifacts[node.key] = store.commit(tmp, meta)
-                out.stats.stage_executions += 1
-                out.rebuilt.add(node.key)
-        except KeyboardInterrupt:
-            raise
-        except Exception as exc:  # noqa: BLE001 - one failed stage must not stop the others
-            what = str(exc) if isinstance(exc, StageError) else f"{type(exc).__name__}: {exc}"
-            reason = f"stage {node.stage} failed: {what}"
-            out.errors[node.key] = reason
-            reporter.step(f"[red]{candidate_name(node)}: {reason}[/red]")
-            if not isinstance(exc, CompressError) and verbose():
-                reporter.step(traceback.format_exc())
+        else:
+            out.artifacts[res.key] = res.artifact
+            out.stats.stage_executions += 1
+            out.rebuilt.add(res.key)
+            out.builds.append(BuildRecord(
+                step=node.step, key=res.key, stage=node.stage, host=res.host,
+                started=_iso(res.started), finished=_iso(res.finished),
+                wall_time_s=round(res.finished - res.started, 3)))
+        advance(1)
+        ready(res.key)
+
+    executor.start(store, reporter)
+    try:
+        ready(plan.model_node.key)
+        while executor.busy:
+            for res in executor.wait():
+                finished(res)
+    except KeyboardInterrupt:
+        executor.cancel()
+        raise
+    finally:
+        executor.close()
     return out
+
+
+def make_executor(kind: str | None, address: str | None = None) -> Executor:
+    """The executor named on the command line or in the recipe."""
+    from compress.errors import InputError
+
+    kind = kind or "local"
+    if kind == "local":
+        if address:
+            raise InputError("--ray-address is for --executor ray")
+        return LocalExecutor()
+    if kind == "ray":
+        from compress.ray_executor import RayExecutor
+
+        return RayExecutor(address)
+    raise InputError(f"--executor {kind!r}: expected local or ray")
+
+
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds")
 
 
 def measurement_key(plan: Plan, artifact_key: str, reference: str | None) -> str:
@@ -328,9 +341,13 @@ def _check_writable(path: Path) -> None:
 
 def run_recipe(recipe_path: str | Path, out_dir: str | Path | None = None,
                cache_dir: str | Path | None = None, overrides: list[str] | None = None,
-               force: bool = False, remeasure: bool = False, executor: Executor | None = None,
+               force: bool = False, remeasure: bool = False,
+               executor: Executor | str | None = None, ray_address: str | None = None,
                reporter: Reporter | None = None):
-    """Run a recipe end to end and write its run directory. Returns the loaded `Run`."""
+    """Run a recipe end to end and write its run directory. Returns the loaded `Run`.
+
+    `executor`: an `Executor`, or its name ("local", "ray"; default: the recipe's
+    `executor.kind`); `ray_address` (default: the recipe's `executor.address`)."""
     from compress.results import Run, build_results, write_run
 
     started = time.perf_counter()
@@ -340,6 +357,16 @@ def run_recipe(recipe_path: str | Path, out_dir: str | Path | None = None,
     for message in plan.warnings:
         reporter.warn(message)
     store = Store(cache_dir, warn=reporter.warn)
+    if not isinstance(executor, Executor):
+        spec = plan.recipe.executor
+        executor = make_executor(executor or spec.kind, ray_address or (
+            spec.address if (executor or spec.kind) == spec.kind else None))
+    if plan.suite.measure_on:  # refuse an unknown target before any work
+        from compress.hardware.catalog import load_catalog
+        from compress.target_measure import check_targets
+
+        check_targets(plan.suite.measure_on, load_catalog(),
+                      f"{plan.recipe.suite_path()}: measure_on")
     run_dir = prepare_out_dir(out_dir) if out_dir else default_run_dir(plan)
     with store.shared_lock():
         store.clean_stale()
@@ -357,8 +384,16 @@ def run_recipe(recipe_path: str | Path, out_dir: str | Path | None = None,
             versions=package_versions(), git=git_revision(plan.recipe.base_dir),
             cache_dir=str(store.root), started=started_at,
             finished=datetime.now(UTC).isoformat(timespec="seconds"),
-            wall_time_s=round(time.perf_counter() - started, 3), stats=built.stats)
+            wall_time_s=round(time.perf_counter() - started, 3), stats=built.stats,
+            executor=executor.describe(), builds=built.builds)
         write_run(run_dir, manifest, summary, tidy, units)
+        if plan.suite.measure_on:
+            from compress import target_measure as tm
+            from compress.hardware.catalog import load_catalog
+
+            address = ray_address or plan.recipe.executor.address
+            tm.write(run_dir, tm.measure_on_targets(plan, built, load_catalog(), address,
+                                                    reporter))
         store.register_run(run_dir, list(built.artifacts),
                            [k for m in measured.values()
                             for k in (m.measurement_key, m.import_baseline_key) if k])

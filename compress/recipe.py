@@ -41,6 +41,18 @@ class Step(BaseModel):
                                                     "is a variant (Cartesian product)")
 
 
+class ExecutorSpec(BaseModel):
+    """Where stage builds run (`compress.executor`); --executor / --ray-address win."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["local", "ray"] = Field("local", description="local: this process; ray: "
+                                          "Ray tasks on a cluster (or a local Ray instance)")
+    address: str | None = Field(None, description="ray: the cluster, e.g. "
+                                "ray://head:10001 (default: $RAY_ADDRESS, else a Ray "
+                                "instance started on this machine)")
+
+
 class Recipe(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -59,6 +71,8 @@ class Recipe(BaseModel):
                                 "what `compress gate RUN` checks (default: the saved "
                                 "recommendation's)")
     seed: int = 0
+    executor: ExecutorSpec = Field(default_factory=ExecutorSpec,
+                                   description="where stage builds run (local or ray)")
 
     _finite = model_validator(mode="before")(classmethod(
         lambda cls, data: refuse_absurd_numbers(data)))

@@ -330,6 +330,18 @@ class RunStats(Record):
     failures: int = 0
 
 
+class BuildRecord(Record):
+    """One stage build of a run: where and when it ran (the task timeline)."""
+
+    step: str
+    key: str
+    stage: str | None = None
+    host: str
+    started: str  # ISO time, milliseconds
+    finished: str
+    wall_time_s: float
+
+
 class Manifest(Record):
     """How a run was made: enough to reproduce it and to judge its figures."""
 
@@ -345,3 +357,5 @@ class Manifest(Record):
     finished: str
     wall_time_s: float
     stats: RunStats
+    executor: str | None = None  # where the stages were built ("local", "ray (...)")
+    builds: list[BuildRecord] = []  # the stage builds of this run, in finishing order

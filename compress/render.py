@@ -315,7 +315,13 @@ def recommendation(console: Console, rec, title: str, all_rows: bool = False) ->
                   + (f" [{'; '.join(changed)}]" if changed else "")
                   + f"; calibration: {p['calibration']}; traffic: {traffic or 'none'}",
                   highlight=False)
-    console.print("quality and local-cpu latency are measured; every other latency, "
+    for line in p.get("measured_on") or []:
+        console.print(f"measured on the target GPU: {line}", highlight=False)
+    for line in p.get("still_projected") or []:
+        console.print(f"asked to measure, still projected: {line}", highlight=False)
+    console.print("quality and local-cpu latency are measured"
+                  + (", and the pairs measured on their target GPU above"
+                     if p.get("measured_on") else "") + "; every other latency, "
                   "throughput and cost figure is projected (roofline)"
                   + ("; queueing and batching are simulated (seeded)" if serving else "")
                   + ".", highlight=False)

@@ -160,6 +160,10 @@ class Suite(_Strict):
     latency: LatencySettings = LatencySettings()
     targets: Targets = Targets()
     traffic: TrafficProfile | None = None
+    measure_on: list[str] = Field([], description="catalog GPU targets to measure every "
+                                  "candidate on, on a Ray cluster's nodes of that GPU "
+                                  "(e.g. [T4, L4, A10G]); their figures replace the "
+                                  "projections for those pairs (compress.target_measure)")
 
     @model_validator(mode="after")
     def _metrics_fit_task(self):

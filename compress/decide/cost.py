@@ -230,13 +230,16 @@ def cost_table(candidates: list[dict], catalog: Catalog, setting: Setting,
                models: dict[str, CandidateModel] | None = None,
                curves: dict[str, dict] | None = None, threads: int = 1,
                slo: SLO | None = None, quality_batch: int | None = None,
-               overhead_ms: float = 0.0, seed: int = 0) -> pd.DataFrame:
+               overhead_ms: float = 0.0, seed: int = 0,
+               target_curves: dict[tuple[str, str], dict] | None = None) -> pd.DataFrame:
     """One row per candidate x target x runtime (or one `unsupported` row with the reason).
 
     `candidates`: summary rows (candidate, kind, artifact_path and, for local-cpu, the
     measured latency_p50/p95_ms, decode_ms_per_token, peak_rss_mb, batch_size);
     `curves`: measured batch curves per candidate (`measured_curves(run.measurements)`);
-    `threads`: intra-op threads of one worker (the suite's latency.threads)."""
+    `threads`: intra-op threads of one worker (the suite's latency.threads);
+    `target_curves`: (candidate, target) -> a curve measured on that target GPU
+    (`compress.target_measure.target_curves`): it replaces the projection for that pair."""
     slo = slo or SLO(max_latency_ms)
     if slo.max_latency_ms is None and max_latency_ms is not None:
         slo.max_latency_ms = max_latency_ms
@@ -260,6 +263,12 @@ def cost_table(candidates: list[dict], catalog: Catalog, setting: Setting,
                                            slo, max_batch, max_memory_mb, quality_batch,
                                            seed))
                     continue
+            measured = (target_curves or {}).get((name, t.name))
+            if measured is not None:
+                rows.append(_target_row(cand, model, catalog, t, measured, setting, workers,
+                                        traffic, slo, max_batch, quality_batch, overhead_ms,
+                                        seed))
+                continue
             for runtime, why in model.supported(t, catalog):
                 base = {"candidate": name, "target": t.name, "runtime": runtime,
                         "format": model.info.format, "provenance": "projected",
@@ -345,6 +354,22 @@ def _local_row(cand, model, catalog, t, curve, workers, traffic, slo, max_batch,
         row.update(status="too big", batch_size=curve.batch_sizes[0],
                    reason=f"measured peak {mem / 1e6:.0f} MB > {max_memory_mb:g} MB")
         return row
+    row = _price(row, t, curve, workers, traffic, slo, max_batch, seed)
+    row["composition"] = _composition_note(model, catalog, int(row.get("batch_size") or 1),
+                                           quality_batch)
+    return row
+
+
+def _target_row(cand, model, catalog, t, measured, setting, workers, traffic, slo, max_batch,
+                quality_batch, overhead_ms, seed) -> dict:
+    """A curve measured on the target GPU itself (compress.target_measure): no projection."""
+    curve = _local_curve(cand, measured, setting.gen_tokens, overhead_ms)
+    row = {"candidate": cand["candidate"], "target": t.name,
+           "runtime": "ort-cuda" if cand.get("backend") == "onnxruntime" else "pytorch-cuda",
+           "supported": True, "reason": None, "format": model.info.format,
+           "precision": None, "memory_gb": measured.get("memory_gb"), "provenance": "measured",
+           "efficiency_source": measured["label"], "status": "ok",
+           "curve_batch_sizes": list(curve.batch_sizes)}
     row = _price(row, t, curve, workers, traffic, slo, max_batch, seed)
     row["composition"] = _composition_note(model, catalog, int(row.get("batch_size") or 1),
                                            quality_batch)

@@ -99,7 +99,8 @@ def recommend(summary: pd.DataFrame, metric: str, targets: dict | None = None,
               target_names: list[str] | None = None, options: pd.DataFrame | None = None,
               curves: dict[str, dict] | None = None, threads: int = 1,
               quality_batch: int | None = None, seed: int = 0,
-              confidence: float | None = DEFAULT_CONFIDENCE, intervals=None
+              confidence: float | None = DEFAULT_CONFIDENCE, intervals=None,
+              target_curves: dict | None = None, still_projected: list | None = None
               ) -> Recommendation:
     """The recommendation from a run summary (DataFrame, one row per candidate).
 
@@ -130,7 +131,8 @@ def recommend(summary: pd.DataFrame, metric: str, targets: dict | None = None,
         options = cost_table(summary.to_dict("records"), catalog, setting, calibration,
                              targets.get("max_latency_ms"), targets.get("max_memory_mb"),
                              traffic, target_names, curves=curves, threads=threads,
-                             slo=slo_of(targets), quality_batch=quality_batch, seed=seed)
+                             slo=slo_of(targets), quality_batch=quality_batch, seed=seed,
+                             target_curves=target_curves)
     ranking = "monthly_cost" if traffic is not None else "cost_per_1k"
     opts = options.merge(q[["candidate", "value", "passes_quality"]], on="candidate",
                          how="left")
@@ -144,7 +146,13 @@ def recommend(summary: pd.DataFrame, metric: str, targets: dict | None = None,
                          provenance={**catalog.provenance(),
                                      "calibration": _cal_name(calibration),
                                      "traffic": traffic.__dict__ if traffic else None,
-                                     "targets": targets})
+                                     "targets": targets,
+                                     # measured on the target GPU itself, and the pairs
+                                     # asked for there that stay projected (with why)
+                                     "measured_on": sorted(
+                                         f"{c} on {t}: {v['label']}"
+                                         for (c, t), v in (target_curves or {}).items()),
+                                     "still_projected": list(still_projected or [])})
     rec.confidence = confidence
     ex = rec.explanation
     name = {"monthly_cost": "monthly cost", "cost_per_1k": "cost per 1k inferences"}[ranking]
@@ -335,9 +343,16 @@ def recommend_run(run, targets: dict | None = None, catalog: Catalog | None = No
     if traffic is None and suite.traffic is not None:
         traffic = Traffic(**suite.traffic.model_dump())
     intervals = run.intervals(confidence) if confidence is not None else None
+    from compress import target_measure
+
+    on_targets = target_measure.read(run.path)
     return recommend(run.summary(), run.primary_metric, t, catalog, calibration, setting,
                      traffic, target_names, curves=measured_curves(run.measurements),
                      threads=int(suite.latency.threads or 1),
                      quality_batch=suite.quality.batch_size,
                      seed=int(run.info.seed or 0), confidence=confidence,
-                     intervals=intervals)
+                     intervals=intervals,
+                     target_curves=target_measure.target_curves(on_targets),
+                     still_projected=[f"{r.candidate} on {r.target}: {r.reason}"
+                                      for r in (on_targets.still_projected()
+                                                if on_targets else [])])

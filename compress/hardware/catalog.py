@@ -72,6 +72,8 @@ class Target(_Strict):
     bandwidth_gbps: float = Field(ge=0)
     peak_tflops: dict[str, float] = Field({}, description="dense peak per precision (GPU)")
     compute_capability: float | None = None
+    ray_accelerator: str | None = Field(None, description="GPU: Ray's accelerator type of "
+                                        "this model (the accelerator_type:<name> resource)")
     cores: int | None = Field(None, ge=0, description="CPU: physical cores")
     vcpus: int | None = None
     clock_ghz: float | None = None

@@ -34,6 +34,22 @@ class StageConfig(BaseModel):
         lambda cls, data: refuse_absurd_numbers(data)))
 
 
+@dataclass(frozen=True)
+class Resources:
+    """What one build of a stage needs where it runs (the Ray executor asks the cluster for
+    it; the local executor runs one build at a time in its own process)."""
+
+    cpus: float = 1.0
+    gpus: float = 0.0
+    memory_mb: int | None = None  # None: no reservation
+
+    def ray_options(self) -> dict:
+        out = {"num_cpus": self.cpus, "num_gpus": self.gpus}
+        if self.memory_mb:
+            out["memory"] = int(self.memory_mb * 1024 * 1024)
+        return out
+
+
 @dataclass
 class StageContext:
     """What a running stage may use besides its input artifact and config."""
@@ -126,6 +142,17 @@ class Stage:
         {"graph_optimization": "O2"}); the engine writes them into the artifact's metadata
         and the planner hands them to the next stage's `check_input`. JSON values only."""
         return {}
+
+    def resources(self, config: StageConfig) -> Resources:
+        """What one build needs: a CPU; and a GPU when the config runs it on CUDA (a
+        `device: cuda` setting). Training stages declare the memory they reserve."""
+        gpus = 1.0 if getattr(config, "device", None) == "cuda" else 0.0
+        return Resources(cpus=1.0, gpus=gpus, memory_mb=self.memory_mb if self.trains else None)
+
+    # stages that train (finetune, distill, prune with recovery) set this: on a CUDA target
+    # their builds ask the cluster for a GPU (see `resources`) and reserve `memory_mb`
+    trains: ClassVar[bool] = False
+    memory_mb: ClassVar[int] = 2048
 
     def resolve(self, config: StageConfig) -> StageConfig:
         """Replace every `auto` setting by its value on this machine (before hashing)."""

@@ -79,6 +79,7 @@ class Distill(Stage):
     name = "distill"
     description = "Distil the model into a student with fewer layers (or a smaller config)"
     Config = DistillConfig
+    trains = True  # a build asks for memory (and a GPU with device: cuda)
     uses_seed = True
 
     def accepts(self, config):

@@ -40,6 +40,7 @@ class Finetune(Stage):
     name = "finetune"
     description = "Fine-tune a task head (or the whole model) on the recipe's train data"
     Config = FinetuneConfig
+    trains = True  # a build asks for memory (and a GPU with device: cuda)
     uses_seed = True
     default_baseline = True  # as a recipe's first step: the reference for its candidates
 

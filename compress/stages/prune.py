@@ -84,6 +84,7 @@ class Prune(Stage):
     name = "prune"
     description = "Magnitude (unstructured) or structured pruning of heads, FFN neurons, layers"
     Config = PruneConfig
+    trains = True  # a build asks for memory (and a GPU with device: cuda)
     uses_seed = True
 
     def accepts(self, config):
