@@ -283,14 +283,16 @@ def recommendation(console: Console, rec, title: str, all_rows: bool = False) ->
                    _f(r["cost"], ".6f" if rec.ranking == "cost_per_1k" else ",.0f"),
                    r["provenance"], "yes" if r["passes_quality"] else "no")
     console.print(pt)
+    from compress.hardware.pricebook import price_lines
+
     p = rec.provenance
-    changed = [f"{k} {v['price_per_hour']} ({v['source']})" for k, v in p["prices"].items()
-               if p["price_files"] and "override" in str(v["source"])]
-    console.print(f"catalog: {', '.join(p['catalog_files'])}; prices: "
-                  f"{', '.join(p['price_files']) or 'catalog defaults'}"
-                  + (f" [{'; '.join(changed)}]" if changed else "")
-                  + f"; calibration: {p['calibration']}; traffic: {traffic or 'none'}",
-                  highlight=False)
+    books = p.get("price_books") or p.get("price_files") or ["catalog defaults"]
+    console.print(f"catalog: {', '.join(p['catalog_files'])}; price books: "
+                  f"{', '.join(books)}; calibration: {p['calibration']}; traffic: "
+                  f"{traffic or 'none'}", highlight=False)
+    priced = set(opts["target"][opts["price_per_hour"].notna()])
+    for line in price_lines(p["prices"], priced):
+        console.print(f"  {line}", highlight=False, soft_wrap=True)
     console.print("quality and local-cpu latency are measured; every other latency, "
                   "throughput and cost figure is projected (roofline)"
                   + ("; queueing and batching are simulated (seeded)" if serving else "")

@@ -24,7 +24,9 @@ def test_catalog_has_the_targets(cat):
     for name in ("T4", "L4", "A10", "A10G", "A100-40GB", "A100-80GB", "L40S", "H100-SXM",
                  "H100-PCIe", "H200", "c7i.large", "c7i.xlarge", "c7i.4xlarge"):
         t = cat[name]
-        assert t.memory_gb > 0 and t.bandwidth_gbps > 0 and t.price_source
+        assert t.memory_gb > 0 and t.bandwidth_gbps > 0 and t.spec_source
+        # a target is priced only from a price book, with its provenance (test_prices.py)
+        assert (t.price_per_hour is None) == (t.price is None) == (t.price_source is None)
     local = cat["local-cpu"]
     assert local.memory_gb > 0 and local.bandwidth_gbps > 0
     # this machine is never priced by default: it is a target only when the user prices it
