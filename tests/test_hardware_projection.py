@@ -311,3 +311,25 @@ def test_physical_cores_from_cpuinfo():
     assert physical_cores([0, 1], smt) == 1           # both siblings of core 0
     assert physical_cores([0, 2], smt) == 2
     assert physical_cores([0, 1], "garbage") == 2     # unknown layout: the CPU count
+
+
+def test_torchao_weight_only_needs_torch_compile(cat):
+    """A catalog fact with its source: torchao weight-only int8/int4 are fast on a GPU only
+    under torch.compile, which compress does not apply, so they are not projected fast."""
+    from compress.capabilities import backend_capabilities, runs_fast_on
+
+    rt = cat.runtimes["pytorch-cuda"]
+    assert rt.requires == {"int8-weight-only": "torch.compile",
+                           "int4-weight-only": "torch.compile"}
+    assert "torch.compile" in rt.requires_source and "github.com/pytorch/ao" in rt.requires_source
+    why = capability(info("int8-weight-only"), cat["A100-80GB"], "pytorch-cuda", cat)
+    assert why and "torch.compile" in why
+    # the same format through ONNX Runtime (MatMulNBits) has no such requirement
+    assert capability(info("int4-weight-only", "onnxruntime", "onnx-quantized"), cat["A10G"],
+                      "ort-cuda", cat) is None
+    assert not runs_fast_on("torchao-int8-weight", "cuda", 8.0)
+    assert runs_fast_on("torchao-int8-weight", "cuda", 8.0, compiled=True)
+    caps = {c["name"]: c for c in backend_capabilities(cat)}
+    torch_paths = [f for f in caps["torchao-int4-weight"]["fast"]
+                   if f["runtime"] == "pytorch-cuda"]
+    assert [f["requires"] for f in torch_paths] == ["torch.compile"]

@@ -70,6 +70,10 @@ class Runtime(_Strict):
         {}, description="format -> the largest batch its fast kernel serves (4-bit GEMV "
                         "kernels: 1; above it they dequantize and run a GEMM)")
     batch_max_source: str | None = None
+    requires: dict[str, str] = Field(
+        {}, description="format -> what its fast path needs that compress does not do "
+                        "(torchao weight-only: torch.compile)")
+    requires_source: str | None = None
 
 
 class Target(_Strict):
