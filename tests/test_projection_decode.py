@@ -111,3 +111,24 @@ def test_pruned_onnx_projects_near_the_measured_ratio(cat, target):
     for ffn, ratio in measured.items():
         got = _minilm_onnx(ffn).project(t, "ort-cpu", cat, Setting(128), 1).latency_ms / base
         assert got == pytest.approx(ratio, abs=0.10), (ffn, got, ratio)
+
+
+def test_gemv_microbenchmarks_time_every_format(monkeypatch, tmp_path):
+    """The GEMV chains run for each runtime and format (tiny here; DRAM-sized in
+    `compress calibrate`) and report stored bytes per second."""
+    from compress.hardware import microbench as mb
+
+    monkeypatch.setattr(mb, "GEMV_SHAPES", ((64, 128),))
+    monkeypatch.setattr(mb, "gemv_chain_mb", lambda: 1)
+    import torch
+
+    torch.set_num_threads(1)
+    with torch.inference_mode():
+        rows = mb.torch_gemv() + mb.ort_gemv(1, tmp_path)
+    assert not [r for r in rows if "error" in r], rows
+    fmts = {r["format"] for r in rows}
+    assert fmts == {"fp32", "int8-dynamic-torch", "int8-dynamic-ort", "int4-weight-only"}
+    for r in rows:
+        assert r["calls"] >= 4 and r["bytes_per_s"] > 0
+        assert r["weight_bytes"] == pytest.approx(r["bytes_per_call"] * r["calls"])
+    assert not list(tmp_path.iterdir())   # the chains' model files are removed
