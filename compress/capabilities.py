@@ -21,7 +21,8 @@ def _fast_paths(fmt: str, catalog: Catalog) -> list[dict]:
         if fmt in rt.fast:
             out.append({"runtime": name, "device": "cuda" if rt.device == "gpu" else "cpu",
                         "min_compute_capability": rt.fast[fmt] or None,
-                        "batch_max": rt.batch_max.get(fmt)})
+                        "batch_max": rt.batch_max.get(fmt),
+                        "requires": rt.requires.get(fmt)})
     return out
 
 
@@ -48,10 +49,12 @@ def backend_capabilities(catalog: Catalog | None = None) -> list[dict]:
 
 
 def runs_fast_on(name: str, device: str, compute_capability: float | None = None,
-                 batch_size: int = 1, catalog: Catalog | None = None) -> bool:
+                 batch_size: int = 1, catalog: Catalog | None = None,
+                 compiled: bool = False) -> bool:
     """Whether a quantize backend's output, or a catalog format, has a fast runtime on
     `device` ('cpu', or 'cuda' with its compute capability) at `batch_size`, e.g.
-    runs_fast_on('bf16', 'cuda', 7.5) is False (a T4 has no BF16)."""
+    runs_fast_on('bf16', 'cuda', 7.5) is False (a T4 has no BF16). A fast path that
+    requires torch.compile counts only with `compiled=True`."""
     from compress.stages.quantize import BACKENDS
 
     catalog = catalog or load_catalog()
@@ -66,6 +69,8 @@ def runs_fast_on(name: str, device: str, compute_capability: float | None = None
                 and compute_capability < need:
             continue
         if f["batch_max"] is not None and batch_size > f["batch_max"]:
+            continue
+        if f["requires"] == "torch.compile" and not compiled:
             continue
         return True
     return False

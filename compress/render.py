@@ -307,14 +307,16 @@ def recommendation(console: Console, rec, title: str, all_rows: bool = False) ->
                           Col(rec.metric, True), Col(rec.ranking, True), Col("figures"),
                           Col("meets quality")], pareto, key=2,
                 title="Pareto frontier: quality vs cost")
+    from compress.hardware.pricebook import price_lines
+
     p = rec.provenance
-    changed = [f"{k} {v['price_per_hour']} ({v['source']})" for k, v in p["prices"].items()
-               if p["price_files"] and "override" in str(v["source"])]
-    console.print(f"catalog: {', '.join(p['catalog_files'])}; prices: "
-                  f"{', '.join(p['price_files']) or 'catalog defaults'}"
-                  + (f" [{'; '.join(changed)}]" if changed else "")
-                  + f"; calibration: {p['calibration']}; traffic: {traffic or 'none'}",
-                  highlight=False)
+    books = p.get("price_books") or p.get("price_files") or ["catalog defaults"]
+    console.print(f"catalog: {', '.join(p['catalog_files'])}; price books: "
+                  f"{', '.join(books)}; calibration: {p['calibration']}; traffic: "
+                  f"{traffic or 'none'}", highlight=False)
+    priced = set(opts["target"][opts["price_per_hour"].notna()])
+    for line in price_lines(p["prices"], priced):
+        console.print(f"  {line}", highlight=False, soft_wrap=True)
     for line in p.get("measured_on") or []:
         console.print(f"measured on the target GPU: {line}", highlight=False)
     for line in p.get("still_projected") or []:

@@ -244,12 +244,18 @@ def build_report(run: Run | str | Path, out: str | Path | None = None, *, ask=No
     # prices and provenance
     p = rec.provenance
     parts.append("<h2>Prices and catalog</h2>")
+    books = p.get("price_books") or p.get("price_files") or ["catalog defaults"]
     parts.append(f'<p class="muted">catalog: {_e(", ".join(p.get("catalog_files") or []))}; '
-                 f'price files: {_e(", ".join(p.get("price_files") or []) or "none (defaults)")}'
-                 f"; calibration: {_e(p.get('calibration'))}</p>")
-    parts.append(_table(["target", "$ per hour", "source"],
-                        [[_e(t), _f(v["price_per_hour"], ".4f"), _e(v["source"])]
-                         for t, v in p["prices"].items()], left=1))
+                 f'price books: {_e(", ".join(books))}'
+                 f"; calibration: {_e(p.get('calibration'))}. A price without a capture "
+                 "date and a URL is marked unverified.</p>")
+    parts.append(_table(
+        ["target", "$ per hour", "provider", "instance", "per", "status", "captured", "url",
+         "book", "note"],
+        [[_e(t), _f(v.get("price_per_hour"), ".4f"), _e(v.get("provider") or v.get("source")),
+          _e(v.get("instance")), _e(v.get("per")), _e(v.get("status")),
+          _e(v.get("captured")), _e(v.get("url")), _e(v.get("book")), _e(v.get("note"))]
+         for t, v in p["prices"].items()], left=1, also_left=tuple(range(2, 10))))
     m = run.manifest
     parts.append("<h2>Provenance</h2>")
     prov = [["recipe", _e(m["recipe"].get("path"))], ["suite", _e(m["suite"].get("path"))],

@@ -39,9 +39,9 @@ def test_memory_fit_and_latency_bound_the_batch():
     small, huge = _model("small"), _model("huge", hidden=8192, layers=96)
     rows = [{"candidate": "small", "kind": "pytorch"}, {"candidate": "huge", "kind": "pytorch"}]
     df = cost_table(rows, cat, Setting(128), None, max_latency_ms=None, traffic=None,
-                    targets=["T4", "H200"], models={"small": small, "huge": huge})
+                    targets=["T4", "H100-SXM"], models={"small": small, "huge": huge})
     h = df[df.candidate == "huge"].set_index("target")
-    # ~77B params in fp32 (~310 GB): fits neither 16 GB nor 141 GB
+    # ~77B params in fp32 (~310 GB): fits neither 16 GB nor 80 GB
     assert (h["status"] == "too big").all() and "GB" in h.loc["T4", "reason"]
     s = df[df.candidate == "small"].set_index("target")
     assert (s["status"] == "ok").all() and s.loc["T4", "batch_size"] == 64

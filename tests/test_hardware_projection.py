@@ -24,7 +24,9 @@ def test_catalog_has_the_targets(cat):
     for name in ("T4", "L4", "A10", "A10G", "A100-40GB", "A100-80GB", "L40S", "H100-SXM",
                  "H100-PCIe", "H200", "c7i.large", "c7i.xlarge", "c7i.4xlarge"):
         t = cat[name]
-        assert t.memory_gb > 0 and t.bandwidth_gbps > 0 and t.price_source
+        assert t.memory_gb > 0 and t.bandwidth_gbps > 0 and t.spec_source
+        # a target is priced only from a price book, with its provenance (test_prices.py)
+        assert (t.price_per_hour is None) == (t.price is None) == (t.price_source is None)
     local = cat["local-cpu"]
     assert local.memory_gb > 0 and local.bandwidth_gbps > 0
     # this machine is never priced by default: it is a target only when the user prices it
@@ -309,3 +311,25 @@ def test_physical_cores_from_cpuinfo():
     assert physical_cores([0, 1], smt) == 1           # both siblings of core 0
     assert physical_cores([0, 2], smt) == 2
     assert physical_cores([0, 1], "garbage") == 2     # unknown layout: the CPU count
+
+
+def test_torchao_weight_only_needs_torch_compile(cat):
+    """A catalog fact with its source: torchao weight-only int8/int4 are fast on a GPU only
+    under torch.compile, which compress does not apply, so they are not projected fast."""
+    from compress.capabilities import backend_capabilities, runs_fast_on
+
+    rt = cat.runtimes["pytorch-cuda"]
+    assert rt.requires == {"int8-weight-only": "torch.compile",
+                           "int4-weight-only": "torch.compile"}
+    assert "torch.compile" in rt.requires_source and "github.com/pytorch/ao" in rt.requires_source
+    why = capability(info("int8-weight-only"), cat["A100-80GB"], "pytorch-cuda", cat)
+    assert why and "torch.compile" in why
+    # the same format through ONNX Runtime (MatMulNBits) has no such requirement
+    assert capability(info("int4-weight-only", "onnxruntime", "onnx-quantized"), cat["A10G"],
+                      "ort-cuda", cat) is None
+    assert not runs_fast_on("torchao-int8-weight", "cuda", 8.0)
+    assert runs_fast_on("torchao-int8-weight", "cuda", 8.0, compiled=True)
+    caps = {c["name"]: c for c in backend_capabilities(cat)}
+    torch_paths = [f for f in caps["torchao-int4-weight"]["fast"]
+                   if f["runtime"] == "pytorch-cuda"]
+    assert [f["requires"] for f in torch_paths] == ["torch.compile"]

@@ -211,7 +211,8 @@ def _no_price(target) -> str:
     if target.name == "local-cpu":
         return ("local-cpu has no price: it is a deployment target only when you price it "
                 "(--prices FILE with prices: {local-cpu: {price_per_hour: ...}})")
-    return f"{target.name} has no price in the catalog (--prices FILE)"
+    return (f"{target.name} has no sourced price in the price books used (the default "
+            "book prices only what a dated page shows); add one with --prices FILE")
 
 
 def _composition_note(model: CandidateModel, catalog: Catalog, batch: int,

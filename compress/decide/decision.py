@@ -36,6 +36,7 @@ class DecisionInputs(BaseModel):
 
     catalog_files: list[str]              # extra catalog files (the shipped one is implied)
     price_file: str | None = None
+    price_books: list[str] = []           # price books applied, the default one first
     prices: dict[str, float | None]       # $/h per target actually used
     catalog_digest: str                   # merged targets, formats, runtimes, defaults
     calibration_path: str | None = None
@@ -164,6 +165,7 @@ def compute(run, ask: Ask | None = None):
     inputs = DecisionInputs(
         catalog_files=[str(f) for f in ask.catalog_files or []],
         price_file=str(ask.prices) if ask.prices else None,
+        price_books=list(catalog.price_books),
         prices={n: t.price_per_hour for n, t in catalog.targets.items()},
         catalog_digest=catalog_digest(catalog),
         calibration_path=(cal or {}).get("path"), calibration=_cal_name(cal),
@@ -233,7 +235,9 @@ def differences(old: DecisionInputs, new: DecisionInputs) -> list[str]:
     a, b = old.model_dump(), new.model_dump()
     for key in ("traffic", "targets", "target_names", "setting", "threads", "quality_batch",
                 "seed", "confidence", "serving_model", "calibration", "catalog_files",
-                "price_file"):
+                "price_file", "price_books"):
+        if key == "price_books" and not a[key]:   # saved before books were recorded
+            continue
         if a[key] != b[key]:
             out.append(f"{key}: {a[key]} (saved) -> {b[key]}")
     changed = [f"{t} {a['prices'].get(t)} -> {b['prices'].get(t)}"

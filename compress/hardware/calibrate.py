@@ -18,6 +18,12 @@ Measures, for this machine's hardware class and each runtime (PyTorch eager, ONN
   LayerNorm, RMSNorm and an elementwise add, at two sizes. On one CPU thread these are
   bound by their arithmetic (erf, exp, reductions), not by memory bandwidth, so the
   projection charges them max(elements / rate, bytes / bandwidth).
+- Batch-1 GEMV rates per runtime and FORMAT (fp32, dynamic INT8, 4-bit MatMulNBits): one
+  row times chains of independent k x n matrices (three sizes) whose stored weights are
+  twice the last-level cache, so they stream from DRAM as a decoder's weights do for every
+  token. Decode is bound by this rate, not by the copy's bandwidth nor by the GEMM curves
+  (cache-resident, and a 1-row GEMM averaged with 16-row ones of the same FLOPs): an INT8
+  or INT4 GEMV on one CPU core is bound by unpacking its weights, far below the bandwidth.
 - One memory efficiency (a DRAM-sized copy), one fixed overhead per kernel (chains of tiny
   ops), and ONNX Runtime's per-call host overhead.
 - For groups and targets without a curve (GPUs, other classes), the scalar fit of the
@@ -57,6 +63,7 @@ class ClassFit(Record):
     host_overhead_us: dict[str, float]
     gemm_curves: dict[str, list[list[float]]] = {}
     vector_rates: dict[str, dict[str, list[list[float]]]] = {}
+    gemv_rates: dict[str, list[list[float]]] = {}
 
 
 class Calibration(Record):
@@ -103,6 +110,13 @@ FACTORS = {
     "vector_rates": "runtime -> op -> [[elements per call, elements per second], ...] for "
                     "GELU, SiLU x up, softmax, LayerNorm, RMSNorm and add; interpolated "
                     "log-log in elements, clamped at the ends",
+    "gemv_rates": "'runtime:format' -> [[stored weight bytes per call, stored weight bytes "
+                  "per second], ...]: batch-1 GEMVs chained over weights twice the size of "
+                  "the last-level cache, so they stream from DRAM as a decoder's do per "
+                  "token; the rate includes dispatch and, for INT8/INT4, the quantization "
+                  "of the row and the unpacking of the weights. Divided by the nominal "
+                  "bandwidth it is the achieved fraction for batch-1 GEMV; a decode step's "
+                  "GEMMs are charged their stored weight bytes at this rate",
 }
 
 
@@ -155,6 +169,15 @@ def vector_table(rows: list[dict]) -> dict[str, list[list[float]]]:
     out: dict[str, list[list[float]]] = {}
     for r in rows:
         out.setdefault(r["op"], []).append([r["elements"], r["elements"] / r["seconds"]])
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def gemv_table(rows: list[dict]) -> dict[str, list[list[float]]]:
+    """{format: [[bytes per call, bytes per second], ...]} sorted by size (timed rows only)."""
+    out: dict[str, list[list[float]]] = {}
+    for r in rows:
+        if r.get("seconds"):
+            out.setdefault(r["format"], []).append([r["bytes_per_call"], r["bytes_per_s"]])
     return {k: sorted(v) for k, v in out.items()}
 
 
@@ -241,6 +264,9 @@ def calibrate(threads: int = 1, catalog: Catalog | None = None, name: str | None
               "ort-cpu:attention:fp32": size_curve(net(ob["attention_fp32"], host), peak32)}
     rates = {"pytorch-cpu": vector_table(tb["vector"]),
              "ort-cpu": vector_table(net(ob["vector"], host))}
+    gemv = {f"{rt}:{fmt}": table for rt, rows in (("pytorch-cpu", tb.get("gemv") or []),
+                                                   ("ort-cpu", ob.get("gemv") or []))
+            for fmt, table in gemv_table(rows).items()}
     result = {
         "schema_version": SCHEMA_VERSION,
         "name": name or f"{target.hw_class}-{platform.node()}",
@@ -249,7 +275,9 @@ def calibrate(threads: int = 1, catalog: Catalog | None = None, name: str | None
         "versions": versions(),
         "threads": threads,
         "nominal": {"peak_fp32_flops": peak32, "peak_int8_ops": peak8,
-                    "bandwidth_bytes_s": bw},
+                    "bandwidth_bytes_s": bw,
+                    "gemv_fraction_of_bandwidth": {
+                        k: round(max(r for _, r in v) / bw, 3) for k, v in gemv.items()}},
         "classes": {target.hw_class: {
             "compute_efficiency": compute,
             "memory_efficiency": mem_eff,
@@ -261,6 +289,7 @@ def calibrate(threads: int = 1, catalog: Catalog | None = None, name: str | None
                 else {}),
             "gemm_curves": {k: v for k, v in curves.items() if v},
             "vector_rates": rates,
+            "gemv_rates": gemv,
         }},
         "factors": FACTORS,
         "load_average": {"before": load_before, "after": mb.loadavg()},
@@ -268,7 +297,8 @@ def calibrate(threads: int = 1, catalog: Catalog | None = None, name: str | None
         "benchmarks": {"torch": tb, "onnxruntime": ob},
         "wall_time_s": round(time.perf_counter() - started, 1),
         "method": "micro-benchmarks only (GEMMs and attention-shaped batched matmuls over a "
-                  "grid of sizes per precision and runtime, vector ops, memory copy, chains "
+                  "grid of sizes per precision and runtime, batch-1 GEMV chains over "
+                  "DRAM-sized weights per format, vector ops, memory copy, chains "
                   "of tiny ops); size curves of GEMM efficiency, vector-op rates, and a "
                   "relative-error fit of the roofline form for the scalar fallbacks",
     }
@@ -329,7 +359,7 @@ def check_calibration(cal, path: Path) -> None:
                 or not math.isfinite(mem):
             raise bad(f"classes.{name}.memory_efficiency", "a positive number (a fraction "
                       "of nominal bandwidth; above 1 where caches beat the nominal figure)")
-        for fld in ("gemm_curves", "vector_rates"):
+        for fld in ("gemm_curves", "vector_rates", "gemv_rates"):
             if not isinstance(fit.get(fld) or {}, dict):
                 raise bad(f"classes.{name}.{fld}", "an object")
     for fld in ("name", "created"):

@@ -1,10 +1,15 @@
-"""The hardware catalog: targets, their specs and capabilities, and prices.
+"""The hardware catalog: targets, their specs and capabilities; and the price books.
 
-Specs and prices are data (catalog.yaml beside this file), not code: they change faster
-than the projection, and users bring their own market. `load_catalog(extra=[...],
-prices=...)` merges user YAML files by target name (a partial entry updates the fields it
-names; a new name adds a target) and records which files and which price for each target
-were used, so every report can say so.
+Specs are data (catalog.yaml beside this file), prices are data too (price books in
+prices/, the default one loaded always), not code: they change faster than the
+projection, and users bring their own market. `load_catalog(extra=[...], prices=...)`
+merges user YAML files by target name (a partial entry updates the fields it names; a new
+name adds a target), then applies the price books, the user's last, and records which
+files, which book and which price for each target were used, so every report can say so.
+
+Every price carries its provenance (`Price`): provider, instance, per instance or per GPU,
+the date it was read and the page it was read on. One without a capture date or a URL is
+`unverified`, and says so wherever it is shown. Nothing is fetched at run time.
 """
 
 from __future__ import annotations
@@ -18,9 +23,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from compress.errors import InputError
+from compress.hardware.pricebook import Price, apply_prices
 from compress.yamlsource import describe_error, refuse_absurd_numbers
 
 CATALOG_FILE = Path(__file__).with_name("catalog.yaml")
+PRICE_DIR = Path(__file__).with_name("prices")
+DEFAULT_PRICE_BOOKS = (PRICE_DIR / "on-demand-2026.yaml",)
 PRECISIONS = ("fp32", "tf32", "fp16", "bf16", "fp8", "int8", "int4")
 
 
@@ -62,6 +70,10 @@ class Runtime(_Strict):
         {}, description="format -> the largest batch its fast kernel serves (4-bit GEMV "
                         "kernels: 1; above it they dequantize and run a GEMM)")
     batch_max_source: str | None = None
+    requires: dict[str, str] = Field(
+        {}, description="format -> what its fast path needs that compress does not do "
+                        "(torchao weight-only: torch.compile)")
+    requires_source: str | None = None
 
 
 class Target(_Strict):
@@ -79,7 +91,9 @@ class Target(_Strict):
     clock_ghz: float | None = None
     flops_per_cycle: dict[str, float] = Field({}, description="CPU: per core, per precision")
     price_per_hour: float | None = Field(None, ge=0)
-    price_source: str | None = None
+    price_source: str | None = Field(None, description="one line: where the price comes "
+                                                       "from (set by the loader)")
+    price: Price | None = Field(None, description="the price with its provenance")
     spec_source: str | None = None
     notes: str | None = None
 
@@ -108,18 +122,17 @@ class Target(_Strict):
         return self.bandwidth_gbps * 1e9 / self.workers
 
 
-class PriceOverride(_Strict):
-    price_per_hour: float = Field(ge=0)
-    source: str | None = None
 
 
 class CatalogFile(_Strict):
     version: str | None = None
+    book: str | None = Field(None, description="a price book's name")
+    currency: Literal["USD"] | None = None
     defaults: Defaults | None = None
     formats: dict[str, Format] = {}
     runtimes: dict[str, Runtime] = {}
     targets: list[dict] = []
-    prices: dict[str, PriceOverride] = {}
+    prices: dict[str, Price] = {}
 
 
 class Catalog:
@@ -127,9 +140,11 @@ class Catalog:
 
     def __init__(self, defaults: Defaults, formats: dict[str, Format],
                  runtimes: dict[str, Runtime], targets: dict[str, Target],
-                 sources: list[str], price_files: list[str]):
+                 sources: list[str], price_files: list[str],
+                 price_books: list[str] | None = None):
         self.defaults, self.formats, self.runtimes = defaults, formats, runtimes
         self.targets, self.sources, self.price_files = targets, sources, price_files
+        self.price_books = price_books or []
 
     def __getitem__(self, name: str) -> Target:
         try:
@@ -142,14 +157,16 @@ class Catalog:
         return list(self.targets)
 
     def prices(self) -> dict[str, dict]:
-        """What each target costs in this catalog, and the source of that price."""
-        return {t.name: {"price_per_hour": t.price_per_hour, "source": t.price_source}
+        """What each target costs, and where that price comes from: provider, instance,
+        per instance or per GPU, capture date, URL, sourced or unverified, the book."""
+        return {t.name: t.price.provenance() if t.price else
+                {"price_per_hour": None, "source": None, "status": None, "book": None}
                 for t in self.targets.values()}
 
     def provenance(self) -> dict:
-        """For reports: which files and prices produced the figures."""
+        """For reports: which files, price books and prices produced the figures."""
         return {"catalog_files": self.sources, "price_files": self.price_files,
-                "prices": self.prices()}
+                "price_books": self.price_books, "prices": self.prices()}
 
 
 def _read(path: Path) -> CatalogFile:
@@ -256,48 +273,52 @@ def detect_local(base: Target) -> Target:
 
 
 def load_catalog(extra: list[str | Path] | None = None,
-                 prices: str | Path | None = None) -> Catalog:
-    """The shipped catalog, then each `extra` file merged by target name, then a prices file
-    (a catalog file with only `prices: {TARGET: {price_per_hour, source}}`)."""
+                 prices: str | Path | list[str | Path] | None = None) -> Catalog:
+    """The shipped catalog priced by the default price book(s); then each `extra` catalog
+    file merged by target name (with any prices it carries); then each `prices` file (a
+    price book: `prices: {TARGET: {price_per_hour, provider, instance, per, captured, url,
+    ...}}`), a later one winning target by target."""
     files = [CATALOG_FILE, *[Path(p) for p in extra or []]]
     defaults, formats, runtimes = Defaults(), {}, {}
     raw: dict[str, dict] = {}
-    for path in files:
+    books: list[str] = []
+    for i, path in enumerate(files):
         cf = _read(path)
         if cf.defaults is not None:
             defaults = cf.defaults
         formats.update(cf.formats)
-        for name, rt in cf.runtimes.items():
-            runtimes[name] = rt
+        runtimes.update(cf.runtimes)
         for t in cf.targets:
             if not isinstance(t.get("name"), str):
                 raise InputError(f"{path}: targets: every target needs a name (a string)")
             raw[t["name"]] = _merge_target(raw.get(t["name"]), t, str(path)).model_dump(
                 exclude_unset=False)
-        for name, p in cf.prices.items():
-            if name not in raw:
-                raise InputError(f"{path}: price for unknown target {name!r}")
-            raw[name].update(price_per_hour=p.price_per_hour,
-                             price_source=p.source or f"override from {path}")
+            if "price_per_hour" in t and "price" not in t:  # a price set on the target
+                raw[t["name"]]["price"] = None if t["price_per_hour"] is None else \
+                    Price(price_per_hour=t["price_per_hour"], source=t.get("price_source"),
+                          book=Path(path).name).model_dump()
+        apply_prices(raw, cf.prices, Path(path), cf.book)   # prices inside a catalog file
+        if i == 0:  # the default price book(s) price the shipped catalog's targets
+            for book in DEFAULT_PRICE_BOOKS:
+                bf = _read(book)
+                apply_prices(raw, bf.prices, book, bf.book)
+                books.append(bf.book or book.name)
+    user = [prices] if isinstance(prices, str | Path) else list(prices or [])
     price_files = []
-    if prices is not None:
-        cf = _read(Path(prices))
-        price_files.append(str(Path(prices)))
-        entries = dict(cf.prices)
+    for pf in map(Path, user):
+        cf = _read(pf)
+        price_files.append(str(pf))
         for t in cf.targets:  # a prices file may also carry targets
             if not isinstance(t.get("name"), str):
-                raise InputError(f"{prices}: targets: every target needs a name (a string)")
-            raw[t["name"]] = _merge_target(raw.get(t["name"]), t, str(prices)).model_dump()
-        for name, p in entries.items():
-            if name not in raw:
-                raise InputError(f"{prices}: price for unknown target {name!r}; known: "
-                                 f"{', '.join(raw)}")
-            raw[name].update(price_per_hour=p.price_per_hour,
-                             price_source=p.source or f"override from {prices}")
+                raise InputError(f"{pf}: targets: every target needs a name (a string)")
+            raw[t["name"]] = _merge_target(raw.get(t["name"]), t, str(pf)).model_dump()
+        apply_prices(raw, cf.prices, pf, cf.book)
+        books.append(cf.book or pf.name)
     targets = {}
     for name, fields in raw.items():
         t = Target.model_validate(fields)
         if t.hw_class == "detect" or name == "local-cpu":
             t = detect_local(t)
         targets[name] = t
-    return Catalog(defaults, formats, runtimes, targets, [str(f) for f in files], price_files)
+    return Catalog(defaults, formats, runtimes, targets, [str(f) for f in files], price_files,
+                   books)

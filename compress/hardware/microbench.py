@@ -45,6 +45,22 @@ def copy_sizes_mb() -> tuple[int, ...]:
     return (int(min(2048, max(256, 4 * _llc_mb()))),)
 
 
+# batch-1 GEMV chains (decode): (K, N) weight matrices of three sizes, applied to ONE row
+# in sequence, with enough of them that the weights stream from DRAM (as a decoder's do
+# per generated token) rather than sit in the cache; fixed up front, not a candidate's.
+GEMV_SHAPES = ((512, 512), (1024, 1024), (1024, 4096))
+
+
+def gemv_chain_mb() -> int:
+    """Stored weight bytes per GEMV chain: twice the last-level cache (at least 64 MB), so
+    most of each pass comes from DRAM."""
+    return int(max(64, 2 * _llc_mb()))
+
+
+def _gemv_count(k: int, n: int, bytes_per_weight: float) -> int:
+    return max(4, int(round(gemv_chain_mb() * 2**20 / (k * n * bytes_per_weight))))
+
+
 # memory-bound activation ops, timed with the copies: (op, rows, cols)
 ELEMENTWISE = [("gelu", 128, 3072), ("softmax", 2048, 128), ("layer_norm", 512, 768)]
 
@@ -154,6 +170,7 @@ def torch_benchmarks(threads: int) -> dict:
         s = _time(lambda: [torch.add(a, a) for _ in range(100)]) / 100
         out["tiny"] = s
         out["call"] = _time(torch_call(threads), budget_s=0.08, max_reps=2000)
+        out["gemv"] = torch_gemv()
         try:  # torch.ao dynamic INT8 Linear (fbgemm/onednn), what torch-dynamic-int8 runs
             from torch.ao.nn.quantized.dynamic import Linear as QLinear
 
@@ -167,6 +184,104 @@ def torch_benchmarks(threads: int) -> dict:
         except Exception as exc:  # noqa: BLE001 - optional kernel family
             out["gemm_int8_error"] = repr(exc)
     return out
+
+
+def _gemv_row(fmt: str, k: int, n: int, count: int, seconds: float, wbytes: float) -> dict:
+    """One timed chain: `count` matrices of k x n in `fmt`, each applied once to one row."""
+    return {"format": fmt, "shape": [1, k, n], "calls": count, "weight_bytes": wbytes,
+            "bytes_per_call": wbytes / count, "flops": 2.0 * k * n * count,
+            "seconds": seconds, "bytes_per_s": wbytes / seconds}
+
+
+def torch_gemv() -> list[dict]:
+    """fp32 and torch.ao dynamic INT8 Linear layers, batch 1, chained over DRAM-sized
+    weights: the rate at which a decode step streams its stored weights."""
+    import torch
+
+    rows = []
+    for k, n in GEMV_SHAPES:
+        for fmt, wb in (("fp32", 4.0), ("int8-dynamic-torch", 1.0)):
+            count = _gemv_count(k, n, wb)
+            if fmt == "fp32":
+                layers = [torch.nn.Linear(k, n, bias=False) for _ in range(count)]
+            else:
+                try:
+                    from torch.ao.nn.quantized.dynamic import Linear as QLinear
+                except ImportError:
+                    continue
+                layers = [QLinear(k, n, bias_=False, dtype=torch.qint8) for _ in range(count)]
+            x = torch.randn(1, k)
+
+            def chain(layers=layers, x=x):
+                for lin in layers:
+                    lin(x)
+            s = _time(chain, budget_s=0.3, min_reps=3)
+            rows.append(_gemv_row(fmt, k, n, count, s, wb * k * n * count))
+            del layers
+    return rows
+
+
+def _gemv_model(k: int, n: int, count: int):
+    """`count` independent MatMuls [1, k] x [k, n] summed into one output: one graph whose
+    weights stream from DRAM on every run."""
+    from onnx import helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array((rng.standard_normal((k, n)) / np.sqrt(k))
+                                     .astype(np.float32), f"W{i}") for i in range(count)]
+    nodes = [helper.make_node("MatMul", ["X", f"W{i}"], [f"y{i}"], name=f"/gemv.{i}/MatMul")
+             for i in range(count)]
+    nodes.append(helper.make_node("Sum", [f"y{i}" for i in range(count)], ["Y"]))
+    return _model(nodes, [("X", [1, k])], "Y", inits)
+
+
+def ort_gemv(threads: int, tmp: Path) -> list[dict]:
+    """ONNX Runtime fp32, dynamic INT8 and 4-bit (MatMulNBits, block 32) MatMuls at batch
+    1, chained over DRAM-sized weights."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from compress.quiet import quiet_fds
+
+    rows = []
+    for k, n in GEMV_SHAPES:
+        for fmt, wb in (("fp32", 4.0), ("int8-dynamic-ort", 1.0),
+                        ("int4-weight-only", 4.5 / 8)):
+            count = _gemv_count(k, n, wb)
+            fp = tmp / f"gemv{k}x{n}-{fmt}.src.onnx"
+            path = tmp / f"gemv{k}x{n}-{fmt}.onnx"
+            import onnx
+
+            model = _gemv_model(k, n, count)
+            onnx.save(model, str(fp), save_as_external_data=True,
+                      location=fp.name + ".data")
+            del model
+            try:
+                with quiet_fds():
+                    if fmt == "fp32":
+                        path = fp
+                    elif fmt == "int8-dynamic-ort":
+                        quantize_dynamic(str(fp), str(path), weight_type=QuantType.QInt8,
+                                         use_external_data_format=True)
+                    else:
+                        from onnxruntime.quantization.matmul_nbits_quantizer import (
+                            MatMulNBitsQuantizer,
+                        )
+
+                        q = MatMulNBitsQuantizer(onnx.load(str(fp)), block_size=32,
+                                                 is_symmetric=True)
+                        q.process()
+                        q.model.save_model_to_file(str(path), use_external_data_format=True)
+            except Exception as exc:  # noqa: BLE001 - an optional kernel family
+                rows.append({"format": fmt, "shape": [1, k, n], "error": repr(exc)})
+                continue
+            sess = _ort_session(str(path), threads)
+            x = np.random.randn(1, k).astype(np.float32)
+            s = _time(lambda sess=sess, x=x: sess.run(None, {"X": x}), budget_s=0.3)
+            rows.append(_gemv_row(fmt, k, n, count, s, wb * k * n * count))
+            del sess
+            for f in tmp.glob(f"gemv{k}x{n}-{fmt}*"):
+                f.unlink()
+    return rows
 
 
 def _ort_session(model, threads: int):
@@ -298,4 +413,5 @@ def ort_benchmarks(threads: int) -> dict:
             sess = _ort_session(_chain_model(n).SerializeToString(), threads)
             s = _time(lambda s=sess: s.run(None, {"X": x}))
             out["chain"].append({"nodes": n, "seconds": s})
+        out["gemv"] = ort_gemv(threads, Path(tmp))
     return out

@@ -17,6 +17,13 @@ Where the calibration of the target's class has them (the machine that ran
   bandwidth: they are bound by their arithmetic, not by memory.
 Both are still max()-ed with the memory time, which covers weights streamed from DRAM
 (decode) that the cache-resident micro-benchmarks do not see.
+- Decode (one token per sequence): a GEMM at batch 1 is a GEMV that reads every stored
+  weight once; it is charged its stored weight bytes at the measured batch-1 GEMV rate of
+  the runtime and the artifact's format (`gemv_rates`: DRAM-sized chains, dispatch and
+  INT8/INT4 unpacking included), not at the copy bandwidth; at batch > 1 the larger of that
+  and the GEMM-curve compute time.
+- A vector op costs at least its dispatch (kernels x overhead): at decode sizes (one row)
+  the per-element rates measured on larger tensors would make it nearly free.
 
 A candidate is projected only through a runtime that can run THIS artifact at its
 precision (the catalog's runtime table, the target's compute capability and peaks);
@@ -44,6 +51,18 @@ class Efficiency:
     default_compute: float = 0.7
     curves: dict[str, list] = field(default_factory=dict)        # calibrate.py `gemm_curves`
     vector_rates: dict[str, dict] = field(default_factory=dict)  # runtime -> op -> table
+    gemv_rates: dict[str, list] = field(default_factory=dict)    # "runtime:format" -> table
+
+    def gemv_rate(self, runtime: str, fmt: str | None, bytes_per_call: float
+                  ) -> float | None:
+        """Measured stored-weight bytes per second of a batch-1 GEMV in this format and
+        runtime at this size, or None without a measurement."""
+        table = self.gemv_rates.get(f"{runtime}:{fmt}")
+        if not table or not bytes_per_call:
+            return None
+        from compress.hardware.calibrate import interp_log
+
+        return interp_log(table, bytes_per_call)
 
     def curve(self, runtime: str, kind: str, precision: str, flops_per_call: float
               ) -> float | None:
@@ -101,7 +120,8 @@ def efficiency_for(target: Target, catalog: Catalog, framework: str,
                    f"{target.hw_class} ({calibration.get('created', '?')[:10]})",
             default_compute=d.compute_efficiency,
             curves=dict(cls.get("gemm_curves") or {}),
-            vector_rates=dict(cls.get("vector_rates") or {}))
+            vector_rates=dict(cls.get("vector_rates") or {}),
+            gemv_rates=dict(cls.get("gemv_rates") or {}))
     return Efficiency({}, d.memory_efficiency, d.kernel_overhead_us[target.kind] / 1e6,
                       d.host_overhead_us[target.kind] / 1e6,
                       default_efficiency_label(target.kind),
@@ -131,6 +151,9 @@ def capability(info: ArtifactInfo, target: Target, runtime: str, catalog: Catalo
         return f"{runtime}: {rt.slow[info.format]}"
     if info.format not in rt.fast:
         return f"{runtime} has no fast kernels for {info.format}"
+    if info.format in rt.requires:
+        return (f"{runtime}: {info.format} is fast only under {rt.requires[info.format]}, "
+                "which compress does not apply (it measures and serves eager PyTorch)")
     need = rt.fast[info.format]
     cc = target.compute_capability
     if target.kind == "gpu" and need and (cc is None or cc < need):
@@ -180,6 +203,9 @@ def project(work: Work, target: Target, runtime: str, eff: Efficiency,
         if g.kind in ("gemm", "head", "attention") and (matmul_precision or {}).get(precision) \
                 and target.peak(matmul_precision[precision]):
             precision = matmul_precision[precision]
+        gemv = eff.gemv_rate(runtime, work.format, g.weight_bytes / max(1, g.calls)) \
+            if work.phase == "decode" and g.kind in ("gemm", "head") and g.weight_bytes \
+            else None
         if g.flops:
             peak = target.peak(precision)
             if not peak:
@@ -195,8 +221,15 @@ def project(work: Work, target: Target, runtime: str, eff: Efficiency,
         elif g.op:
             rate = eff.vector_rate(runtime, g.op, g.elements_per_call, g.precision)
             if rate:
-                c, kernels, how = g.elements / rate, 0, "vector rate"
+                # never below its dispatch: at one row the rate of a large tensor is no guide
+                c, how = max(g.elements / rate, kernels * eff.kernel_overhead_s), "vector rate"
+                kernels = 0
         m = g.bytes / bw if bw else 0.0
+        if gemv:
+            # batch-1 GEMV: the stored weights at the measured rate (dispatch included)
+            m = g.weight_bytes / gemv + g.act_bytes / bw if bw else g.weight_bytes / gemv
+            c = c if work.batch_size * work.seq_len > 1 else 0.0
+            kernels, how = 0, "gemv rate"
         o = kernels * kernel_scale * eff.kernel_overhead_s
         t = max(c, m) + o
         rows.append({"group": g.name, "precision": precision, "compute_ms": c * 1e3,

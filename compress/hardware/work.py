@@ -167,6 +167,7 @@ class Work:
     resident_bytes: float = 0.0       # weights held in memory
     activation_bytes: float = 0.0     # peak activations + KV cache for the batch
     notes: list[str] = field(default_factory=list)
+    format: str | None = None         # the artifact's catalog format (for its GEMV rate)
 
     @property
     def flops(self) -> dict[str, float]:
@@ -218,7 +219,7 @@ def count_work(info: ArtifactInfo, formats: dict, batch_size: int, seq_len: int,
     C = (context or seq_len) if phase == "decode" else seq_len
     tokens = B * T
     H = arch.hidden
-    work = Work(phase, B, T, C)
+    work = Work(phase, B, T, C, format=info.format)
     groups: dict[str, OpGroup] = {}
 
     def add(name, kind, precision, flops=0.0, wb=0.0, ab=0.0, k=0, calls=0, elements=0.0,
