@@ -309,3 +309,22 @@ def run_copy(tiny_run, tmp_path) -> Path:
     shutil.copytree(tiny_run, dest)
     (dest / "recommendation.json").unlink(missing_ok=True)
     return dest
+
+
+def check_quality_from_units(run_dir: Path, table) -> None:
+    """Each candidate's accuracy and macro-F1 (the summary `table`, indexed by candidate)
+    equal what its own stored predictions give against the gold labels
+    (quality_units.json): a figure in [0, 1] that is not the model's would fail here."""
+    import json
+
+    from sklearn.metrics import f1_score
+
+    units = json.loads((Path(run_dir) / "quality_units.json").read_text())
+    gold = units["shared"]["gold"]
+    assert set(units["candidates"]) == set(table.index)
+    for cand, u in units["candidates"].items():
+        assert len(u["pred"]) == len(gold)
+        acc = sum(p == g for p, g in zip(u["pred"], gold, strict=True)) / len(gold)
+        assert table.loc[cand, "accuracy"] == pytest.approx(acc), cand
+        f1 = f1_score(gold, u["pred"], average="macro", labels=sorted(set(gold)))
+        assert table.loc[cand, "macro_f1"] == pytest.approx(f1), cand

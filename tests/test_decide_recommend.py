@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -161,32 +162,61 @@ def test_nothing_qualifies_says_what_came_closest():
     assert any("Closest on quality: int8" in e for e in rec.explanation)
 
 
-def test_price_override_changes_the_choice(tmp_path):
-    opts = _options({"T4": 0.5, "L4": 0.8})
-    rec = recommend(_stored(), "accuracy", {"max_drop": 0.01}, load_catalog(), None,
-                    Setting(128), options=opts)
-    assert rec.winner["target"] == "T4"
+PEAK_RPD = 1e10   # the tiny run's models serve ~40k/s per CPU worker: several instances
+
+
+def _decide(run_dir, tmp_path, monkeypatch, **ask):
+    from compress.decide import decision as D
+    from compress.results import load_run
+
+    monkeypatch.setenv("COMPRESS_CALIBRATION", str(tmp_path / "none.json"))
+    return D.compute(load_run(run_dir), D.Ask(**ask))[0]
+
+
+def test_price_override_flows_into_cost_and_the_choice(tiny_run, tmp_path, monkeypatch):
+    """A prices file changes the price the cost model uses, the costs, and so the winner
+    (the old test built the options with the new price itself, so it held by construction)."""
+    targets = ["T4", "c7i.large", "c7i.xlarge"]
+    traffic = {"requests_per_day": PEAK_RPD, "peak_factor": 1}
+    base = _decide(tiny_run, tmp_path, monkeypatch, traffic=traffic, target_names=targets)
+    assert base.winner["target"] != "T4"
     prices = tmp_path / "p.yaml"
-    prices.write_text("prices:\n  L4: {price_per_hour: 0.2, source: spot market}\n")
-    cat = load_catalog(prices=prices)
-    opts2 = _options({"T4": cat["T4"].price_per_hour, "L4": cat["L4"].price_per_hour})
-    rec = recommend(_stored(), "accuracy", {"max_drop": 0.01}, cat, None, Setting(128),
-                    options=opts2)
-    assert rec.winner["target"] == "L4"
-    assert rec.provenance["prices"]["L4"]["source"] == "spot market"
+    prices.write_text("prices:\n  T4: {price_per_hour: 0.001, source: spot market}\n")
+    cheap = _decide(tiny_run, tmp_path, monkeypatch, traffic=traffic, target_names=targets,
+                    prices=str(prices))
+    assert cheap.winner["target"] == "T4"
+    t4 = cheap.options[(cheap.options["target"] == "T4") & (cheap.options["status"] == "ok")]
+    assert len(t4) and (t4["price_per_hour"] == 0.001).all()
+    assert np.allclose(t4["monthly_cost"], t4["instances"] * 0.001 * 730)
+    assert cheap.provenance["prices"]["T4"]["source"] == "spot market"
 
 
-def test_traffic_ranks_by_whole_instances():
-    opts = _options({"T4": 0.5, "H200": 8.0})
-    opts.loc[opts.target == "H200", "throughput_per_s"] = 100_000.0
-    t = Traffic(requests_per_day=86_400 * 5000, peak_factor=1.0)   # 5,000 rps
-    for i, r in opts.iterrows():
-        opts.loc[i, "instances"] = instances_needed(t, r["throughput_per_s"])
-        opts.loc[i, "monthly_cost"] = monthly_cost(r["price_per_hour"], opts.loc[i, "instances"])
-    rec = recommend(_stored(), "accuracy", {"max_drop": 0.01}, load_catalog(), None,
-                    Setting(128), traffic=t, options=opts)
-    # int8 on T4 needs 17 instances ($6,205); one H200 serves it all ($5,840)
-    assert rec.winner["target"] == "H200" and rec.ranking == "monthly_cost"
+def test_traffic_sizes_instances_to_the_peak_and_ranks_by_the_bill(tiny_run, tmp_path,
+                                                                   monkeypatch):
+    """Each row's instances carry the peak below full utilisation, its bill is instances x
+    price x 730 h, the winner is the cheapest bill that qualifies, and ten times the traffic
+    never needs fewer instances (checked here by hand, not by the functions that made them)."""
+    targets = ["T4", "c7i.large", "c7i.xlarge"]
+    peak = PEAK_RPD / 86_400
+    recs = [_decide(tiny_run, tmp_path, monkeypatch, target_names=targets,
+                    traffic={"requests_per_day": rpd, "peak_factor": 1})
+            for rpd in (PEAK_RPD / 10, PEAK_RPD)]
+    rec = recs[1]
+    assert rec.ranking == "monthly_cost"
+    ok = rec.options[rec.options["status"] == "ok"]
+    assert len(ok) and (ok["instances"] > 1).any()
+    capacity = ok["instances"] * ok["throughput_per_s"]
+    assert (capacity > peak).all()
+    assert np.allclose(ok["utilisation"], peak / capacity, rtol=1e-3)
+    assert np.allclose(ok["monthly_cost"], ok["instances"] * ok["price_per_hour"] * 730)
+    passes = set(rec.quality[rec.quality["passes_quality"]]["candidate"])
+    assert rec.winner["monthly_cost"] == pytest.approx(
+        ok[ok["candidate"].isin(passes)]["monthly_cost"].min())
+    key = ["candidate", "target", "runtime"]
+    both = recs[0].options.merge(rec.options, on=key, suffixes=("_low", "_high"))
+    both = both[(both["status_low"] == "ok") & (both["status_high"] == "ok")]
+    assert len(both) and (both["instances_high"] >= both["instances_low"]).all()
+    assert (both["instances_high"] > both["instances_low"]).any()
 
 
 def test_chance_level_baseline_is_refused(tmp_path, monkeypatch):

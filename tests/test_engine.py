@@ -11,7 +11,7 @@ from compress.artifacts import META_FILE
 from compress.engine import run_recipe
 from compress.results import load_run
 from compress.store import Store
-from tests.conftest import RECIPE, ROOT, run_cli
+from tests.conftest import RECIPE, ROOT, check_quality_from_units, run_cli
 from tests.test_plan import SWEPT
 
 
@@ -21,11 +21,13 @@ def test_tiny_run_writes_run_dir_and_table(write_recipe, tmp_path):
     table = run.summary()
     assert list(table["candidate"]) == ["teacher", "onnx", "int8"]
     assert set(table["kind"]) == {"pytorch", "onnx", "onnx-quantized"}
-    assert table["accuracy"].between(0, 1).all()
     assert (table["latency_p50_ms"] > 0).all()
     assert (table["latency_p95_ms"] >= table["latency_p50_ms"]).all()
     assert (table["n_eval"] == 18).all()
-    assert table["macro_f1"].between(0, 1).all()
+    # the figures are the models' own (recomputed from the stored predictions), and the
+    # teacher learned the three topics: its interval lies above chance (1/3)
+    check_quality_from_units(run.path, table.set_index("candidate"))
+    assert table.set_index("candidate").loc["teacher", "accuracy_low"] > 1 / 3
     # fidelity against the baseline (the teacher): the ONNX export is the same network
     fid = table.set_index("candidate")
     assert pd.isna(fid.loc["teacher", "top1_agreement"])  # the baseline is not compared
@@ -87,7 +89,11 @@ def test_shared_prefix_runs_once_and_second_run_executes_nothing(write_recipe, t
     assert second.stats["measurement_cache_hits"] == 4
     assert second.summary()["accuracy"].tolist() == first.summary()["accuracy"].tolist()
     third = run_recipe(path, out_dir=tmp_path / "r3", overrides=["pipeline.int8.with.isa=avx2"])
-    assert third.stats["stage_executions"] in (0, 2)  # 0 if avx2 is what auto detected
+    from compress.stages.quantize import detect_isa
+
+    # `isa: auto` resolves before keying: naming what auto detected rebuilds nothing, naming
+    # another ISA rebuilds both quantize variants
+    assert third.stats["stage_executions"] == (0 if detect_isa() == "avx2" else 2)
     forced = run_recipe(path, out_dir=tmp_path / "r4", force=True)
     assert forced.stats["stage_executions"] == 4 and forced.stats["measurements"] == 4
     remeasured = run_recipe(path, out_dir=tmp_path / "r5", remeasure=True)

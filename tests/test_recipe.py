@@ -124,8 +124,19 @@ def test_stage_refuses_task(write_recipe, tmp_path):
 def test_suite_task_mismatch_and_bad_suite(write_recipe, tmp_path):
     path = write_recipe()
     suite = tmp_path / "suite.yaml"
-    suite.write_text(suite.read_text().replace("iterations: 3", "iterations: 1"))
+    text = suite.read_text()
+    suite.write_text(text.replace("iterations: 3", "iterations: 1"))
     with pytest.raises(RecipeError, match=r"suite\.yaml:5: latency\.iterations: got 1"):
+        prepare(path)
+    # a valid suite for another task: refused at the recipe's `suite:` line, naming both
+    assert "task: text-classification" in text
+    suite.write_text(text.replace("task: text-classification", "task: causal-lm")
+                     .replace("label_column: label", "label_column: null"))
+    line = next(i for i, x in enumerate(path.read_text().splitlines(), 1)
+                if x.startswith("suite:"))
+    with pytest.raises(RecipeError, match=rf"recipe\.yaml:{line}: suite: suite 'suite\.yaml' "
+                                          r"is for task 'causal-lm', but the "
+                                          r"recipe's task is 'text-classification'"):
         prepare(path)
 
 
@@ -169,7 +180,8 @@ def test_suite_metrics_must_fit_the_task(write_recipe, tmp_path):
                                           r"for text-classification; expected some of: "
                                           r"accuracy, macro_f1, per_class_f1"):
         prepare(path)
-    suite.write_text(text.replace("task: text-classification", "task: feature-extraction"))
+    suite.write_text(text.replace("task: text-classification", "task: causal-lm")
+                     .replace("label_column: label", "label_column: null"))
     with pytest.raises(RecipeError, match="need text_pair_column and score_column"):
         prepare(path)
     suite.write_text(text.replace("latency: {", "latency: {devise: cpu, "))

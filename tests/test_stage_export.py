@@ -60,17 +60,27 @@ def test_optimisation_levels_and_quantize_order(tiny_bert_cls, tmp_path):
                   "text-classification")
 
 
-def test_export_refusals(tiny_bert_cls):
-    import torch
+@pytest.mark.parametrize("has_cuda", [False, True])
+def test_o4_refused_without_cuda_accepted_with_it(monkeypatch, has_cuda):
+    """Both sides on every machine (the check sat under `if not cuda.is_available()` and
+    said nothing on a GPU machine)."""
+    from compress.stages import export as E
+    from compress.stages.base import get_stage
 
+    monkeypatch.setattr(E, "cuda_available", lambda: has_cuda)
+    stage, opt = get_stage("export"), get_stage("optimize")
+    reasons = [stage.check(stage.parse_config({"optimize": "O4"}), "text-classification"),
+               opt.check(opt.parse_config({"level": "O4"}), "causal-lm")]
+    if has_cuda:
+        assert reasons == [None, None]
+    else:
+        assert all("O4" in r and "CUDA" in r for r in reasons), reasons
+
+
+def test_export_refusals(tiny_bert_cls):
     from compress.stages.base import get_stage
 
     stage = get_stage("export")
-    if not torch.cuda.is_available():
-        reason = stage.check(stage.parse_config({"optimize": "O4"}), "text-classification")
-        assert "O4" in reason and "CUDA" in reason
-        assert "CUDA" in get_stage("optimize").check(
-            get_stage("optimize").parse_config({"level": "O4"}), "causal-lm")
     assert "exporter: optimum" in stage.check(
         stage.parse_config({"exporter": "dynamo", "with_past": True}), "causal-lm")
     assert "causal-lm" in stage.check(stage.parse_config({"with_past": True}),

@@ -9,8 +9,30 @@ import pytest
 from compress.loading import STATE_FILE
 from tests.conftest import inproc_outputs, reload_outputs, run_stage, text_frame
 
-TORCH_BACKENDS = ["torch-dynamic-int8", "torchao-int8-weight", "torchao-int8-dynamic",
-                  "fp16", "bf16"]
+
+def _family(*modules: str, cpu: bool = True) -> list[str]:
+    """Registered backends of these families (quantize submodules) that run on a CPU: read
+    from the registry, so a new backend is tested without editing a list here."""
+    from compress.stages.quantize import BACKENDS
+
+    return [n for n, b in BACKENDS.items() if type(b).__module__.rsplit(".", 1)[-1] in modules
+            and ("cpu" in b.runs_on) == cpu]
+
+
+TORCH_BACKENDS = _family("pytorch", "casts")
+BNB_BACKENDS = _family("bnb")
+ORT_BACKENDS = _family("ort")
+CUDA_ONLY = [n for fam in ("pytorch", "casts", "bnb", "ort") for n in _family(fam, cpu=False)]
+
+
+def test_every_backend_is_in_a_family_these_tests_run():
+    """A backend of a new family (a new module under stages/quantize/) fails here until a
+    test exercises it; the known families are found from the registry above."""
+    from compress.stages.quantize import BACKENDS
+
+    assert sorted(TORCH_BACKENDS + BNB_BACKENDS + ORT_BACKENDS + CUDA_ONLY) == sorted(BACKENDS)
+    assert {"torch-dynamic-int8", "torchao-int8-weight", "fp16"} <= set(TORCH_BACKENDS)
+    assert "torchao-int4-weight" in CUDA_ONLY
 
 
 def test_pytorch_backends_on_classifier_reload_in_new_process(tiny_bert_cls, tmp_path):
@@ -67,8 +89,9 @@ def test_decoder_and_embeddings_torch_backends(tiny_llama, tiny_bert, tmp_path):
 
 def test_bitsandbytes_backends_save_and_reload(tiny_llama, tmp_path):
     arts = []
-    for name, extra in (("bnb-nf4", {"double_quant": True}), ("bnb-fp4", {}),
-                        ("bnb-int8", {})):
+    extras = {"bnb-nf4": {"double_quant": True}}
+    for name in BNB_BACKENDS:
+        extra = extras.get(name, {})
         art, checks = run_stage("quantize", {"backend": name, **extra}, tiny_llama,
                                 tmp_path / name, "causal-lm")
         assert art.meta["config"]["compute_dtype"] in ("float32", "bfloat16", "float16")
@@ -105,8 +128,25 @@ def test_ort_static_and_int4_backends(tiny_bert_cls, tmp_path):
     assert (int4.path / "tokenizer.json").is_file()
 
 
+@pytest.mark.parametrize("has_cuda", [False, True])
+def test_cuda_only_backends_refused_without_cuda_accepted_with_it(monkeypatch, has_cuda):
+    """Both sides on every machine (the check sat under `if not cuda.is_available()` and
+    said nothing on a GPU machine): the machine's answer is replaced for the check."""
+    from compress.stages.base import get_stage
+    from compress.stages.quantize import backend as B
+
+    monkeypatch.setattr(B, "cuda_available", lambda: has_cuda)
+    stage = get_stage("quantize")
+    assert CUDA_ONLY
+    for name in CUDA_ONLY:
+        reason = stage.check(stage.parse_config({"backend": name}), "causal-lm")
+        if has_cuda:
+            assert reason is None, (name, reason)
+        else:
+            assert "needs a CUDA GPU" in reason and "torch-dynamic-int8" in reason, name
+
+
 def test_refusals_are_clear_at_validation(tiny_bert_cls, tmp_path, write_recipe):
-    import torch
     from pydantic import ValidationError
 
     from compress.engine import prepare
@@ -114,10 +154,6 @@ def test_refusals_are_clear_at_validation(tiny_bert_cls, tmp_path, write_recipe)
     from compress.stages.base import get_stage
 
     stage = get_stage("quantize")
-    if not torch.cuda.is_available():
-        reason = stage.check(stage.parse_config({"backend": "torchao-int4-weight"}),
-                             "causal-lm")
-        assert "needs a CUDA GPU" in reason and "torch-dynamic-int8" in reason
     with pytest.raises(ValidationError, match="block_size"):
         stage.parse_config({"backend": "ort-int4-weight", "block_size": 100})
     with pytest.raises(ValidationError, match="(?s)backend.*'torchao-int8-weight'.*'gptq'"):
