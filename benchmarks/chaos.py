@@ -421,8 +421,14 @@ def report(args, lines: list[str], totals: dict, phases: dict, t_start: float) -
                 f"{k} {v[1]:.1f} s" for k, v in phases.items()),
             "# each journey from an empty cache: each command killed at its kill points, "
             "re-run after each kill, the finishing attempt compared with the reference"]
+    import resource
+
+    cpu = sum(getattr(resource.getrusage(who), f) for who in (resource.RUSAGE_SELF,
+              resource.RUSAGE_CHILDREN) for f in ("ru_utime", "ru_stime"))
     summary = [f"totals: {json.dumps(totals)}",
-               f"wall: {time.monotonic() - t_start:.0f} s",
+               f"wall: {time.monotonic() - t_start:.0f} s; CPU time (this script and every "
+               f"command it ran): {cpu:.0f} s; load average at the end "
+               f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores",
                "expected: 0 corrupt artifacts, 0 differing results, 0 leftover processes, "
                "every re-run finished, resumes >= 1/3 of training kills -> "
                + ("met" if _ok(totals, args.kills) else "NOT met")]
