@@ -23,15 +23,17 @@ results.json (latency, memory and timing columns excepted), the exported files (
 README.md model card quotes latency, so it is excepted), the recommendation's fields;
 anything else is a differing result.
 
-Kill points (seeded, `--seed`), 33 per journey: seven during finetune and four during
+Kill points (seeded, `--seed`), 39 per journey: seven during finetune and four during
 distill (once a checkpoint of a random step exists, plus 0-40 ms, so some land in the
 middle of writing the next one); three between stages (the instant an artifact commits);
 two during the ONNX export stage, two during the quantization and three during the
 measurement (a random share, up to half, of the reference duration after it starts); and
-for `compress recommend`, `compress export` and `compress cache --prune`, three during
-the command (a random share, up to half, of its duration) and one between commands (the
-command killed as it starts, before it does any work). A kill point an attempt finishes
-before is not a kill; journeys repeat until `--kills` kills have landed.
+for `compress recommend`, `compress export` and `compress cache --prune`, five during
+the command (a random share, from a quarter to all, of its reference duration) and one
+between commands (the command killed as it starts, before it does any work). A kill point
+an attempt finishes before is not a kill (for these three commands the finished attempt
+is compared, and the command is started again for its next kill point); journeys repeat
+until `--kills` kills have landed.
 
     nice -n 10 .venv/bin/python benchmarks/chaos.py [--kills 30] [--seed 0] [--out FILE]
 
@@ -216,7 +218,7 @@ def differences(command: str, live: Path, ref: Path) -> list[str]:
 # ---------------------------------------------------------------- kill points
 
 def chain_points(rng: random.Random) -> dict[str, list[tuple]]:
-    """One journey's 33 kill points, in the order the attempts meet them: (phase,
+    """One journey's 39 kill points, in the order the attempts meet them: (phase,
     parameter). Training: kill once a checkpoint of at least that step exists (plus 0-40
     ms); between: once that many more artifacts have committed; a stage or measurement: a
     delay after its start, as a share of its reference duration; a command: a share of
@@ -230,7 +232,7 @@ def chain_points(rng: random.Random) -> dict[str, list[tuple]]:
         + [("export-stage", early()) for _ in range(2)] + [("between", 1)]
         + [("quantize", early()) for _ in range(2)]
         + [("measure", early()) for _ in range(3)],
-        **{c: [("between", 0.0)] + [("during", early()) for _ in range(3)]
+        **{c: [("between", 0.0)] + [("during", rng.uniform(0.25, 1.0)) for _ in range(5)]
            for c in ("recommend", "export", "prune")},
     }
 
@@ -238,8 +240,10 @@ def chain_points(rng: random.Random) -> dict[str, list[tuple]]:
 def kill_at(j: Journey, proc, lines, command: str, point: tuple, phases: dict,
             rng: random.Random, keys: dict) -> str:
     """Wait for the kill point in this attempt, then SIGKILL the command; returns where it
-    landed (its last line of output), or that it finished first."""
+    landed (its last line of output and the seconds since it started), or that it
+    finished first."""
     phase, param = point
+    t0 = time.monotonic()
     cache = j.live / "cache"
 
     def wait(cond) -> None:
@@ -269,7 +273,8 @@ def kill_at(j: Journey, proc, lines, command: str, point: tuple, phases: dict,
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     seen = [x.strip() for _, x in list(lines) if x.strip() and not x.startswith(("W1", "Fail"))]
-    return seen[-1][:70] if seen else "before any output"
+    return f"{seen[-1][:70] if seen else 'before any output'!r} after " \
+        f"{time.monotonic() - t0:.1f} s"
 
 
 def leftovers(pgid: int) -> int:
@@ -332,7 +337,7 @@ def journey(j: Journey, points: dict, phases: dict, rng, keys, totals, out) -> N
                 totals["corrupt_artifacts"] += corrupt
                 pending = training
                 out(f"kill {totals['kills']:>2}: {command} {point[0]:<12} landed at: "
-                    f"{where!r}" + (f" ({note})" if note else "")
+                    f"{where}" + (f" ({note})" if note else "")
                     + (f"; CORRUPT {corrupt}" if corrupt else "")
                     + (f"; LEFTOVER {left}" if left else ""))
                 continue
@@ -351,7 +356,8 @@ def journey(j: Journey, points: dict, phases: dict, rng, keys, totals, out) -> N
                    f"; DIFFERS: {', '.join(diff)}") + (f"; CORRUPT {corrupt}" if corrupt else ""))
             if not finished:
                 print(text[-3000:], file=sys.stderr)
-            break
+            if command == "run" or point is None:
+                break
 
 
 def main() -> int:
@@ -421,8 +427,14 @@ def report(args, lines: list[str], totals: dict, phases: dict, t_start: float) -
                 f"{k} {v[1]:.1f} s" for k, v in phases.items()),
             "# each journey from an empty cache: each command killed at its kill points, "
             "re-run after each kill, the finishing attempt compared with the reference"]
+    import resource
+
+    cpu = sum(getattr(resource.getrusage(who), f) for who in (resource.RUSAGE_SELF,
+              resource.RUSAGE_CHILDREN) for f in ("ru_utime", "ru_stime"))
     summary = [f"totals: {json.dumps(totals)}",
-               f"wall: {time.monotonic() - t_start:.0f} s",
+               f"wall: {time.monotonic() - t_start:.0f} s; CPU time (this script and every "
+               f"command it ran): {cpu:.0f} s; load average at the end "
+               f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores",
                "expected: 0 corrupt artifacts, 0 differing results, 0 leftover processes, "
                "every re-run finished, resumes >= 1/3 of training kills -> "
                + ("met" if _ok(totals, args.kills) else "NOT met")]
