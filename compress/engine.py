@@ -103,8 +103,13 @@ def build_all(plan: Plan, store: Store, executor: Executor | None = None, force:
     for node in plan.nodes:
         children.setdefault(node.parent.key, []).append(node)
     submitted: set[str] = set()
-    todo = sum(force or not store.artifact_dir(n.key).is_dir() for n in plan.nodes)
-    advance = reporter.progress("building", todo) if todo else (lambda n=1: None)
+    todo = {n.key for n in plan.nodes if force or not store.artifact_dir(n.key).is_dir()}
+    bar = reporter.progress("building", len(todo)) if todo else (lambda n=1: None)
+
+    def advance(key: str) -> None:  # the bar counts the nodes not cached at the start
+        if key in todo:
+            todo.discard(key)
+            bar(1)
     root = store.root.resolve()
 
     def ready(parent_key: str) -> None:
@@ -114,12 +119,14 @@ def build_all(plan: Plan, store: Store, executor: Executor | None = None, force:
             submitted.add(node.key)
             if parent_key in out.errors:
                 out.errors[node.key] = f"input {node.parent.step!r} failed"
+                advance(node.key)
                 ready(node.key)
                 continue
             cached = None if force else store.get(node.key)
             if cached is not None:
                 out.artifacts[node.key] = cached
                 out.stats.stage_cache_hits += 1
+                advance(node.key)
                 ready(node.key)
                 continue
             reporter.step(f"building {candidate_name(node)} ({node.stage}) {node.key[:8]}")
@@ -142,7 +149,7 @@ def build_all(plan: Plan, store: Store, executor: Executor | None = None, force:
                 step=node.step, key=res.key, stage=node.stage, host=res.host,
                 started=_iso(res.started), finished=_iso(res.finished),
                 wall_time_s=round(res.finished - res.started, 3)))
-        advance(1)
+        advance(res.key)
         ready(res.key)
 
     executor.start(store, reporter)

@@ -148,7 +148,7 @@ class RayExecutor(Executor):
                 res = BuildResult(key=job.node.key, error=f"stage {job.node.stage} failed: "
                                   f"its Ray task died ({type(exc).__name__}: {first})")
             for line in res.log:
-                self.reporter.step(f"{job.node.step} [{res.host}]: {line}")
+                self.reporter.step(f"{job.node.step} on {res.host}: {line}")
             out.append(res)
         return out
 
