@@ -132,3 +132,37 @@ def test_gemv_microbenchmarks_time_every_format(monkeypatch, tmp_path):
         assert r["calls"] >= 4 and r["bytes_per_s"] > 0
         assert r["weight_bytes"] == pytest.approx(r["bytes_per_call"] * r["calls"])
     assert not list(tmp_path.iterdir())   # the chains' model files are removed
+
+
+def test_a_weight_the_quantizer_left_float_is_read_at_float_width(cat):
+    """ORT's MatMulNBits quantizer skips a tied lm_head (its initializer is shared with
+    the embedding Gather): a 4-bit SmolLM2 still reads a 113 MB fp32 lm_head per token.
+    The graph says which MatMuls stayed float; decode charges them float bytes at the
+    float GEMV rate."""
+    from onnx import TensorProto, helper
+
+    from compress.hardware.formats import float_matmul_weights
+
+    emb = helper.make_tensor("emb", TensorProto.FLOAT, [1000, 64], [0.0] * 64000)
+    q = helper.make_tensor("q", TensorProto.UINT8, [128, 2, 16], [0] * 4096)
+    g = helper.make_graph([
+        helper.make_node("Gather", ["emb", "ids"], ["h"], name="/model/embed/Gather"),
+        helper.make_node("MatMulNBits", ["h", "q"], ["u"], name="/model/layers.0/mlp/up_proj/"
+                         "MatMulNBits", domain="com.microsoft", K=64, N=128),
+        helper.make_node("Transpose", ["emb"], ["embT"], name="/lm_head/Transpose"),
+        helper.make_node("MatMul", ["h", "embT"], ["logits"], name="/lm_head/MatMul"),
+    ], "g", [helper.make_tensor_value_info("ids", TensorProto.INT64, [1])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, None)], [emb, q])
+    assert float_matmul_weights(g) == {"lm_head.weight"}
+    info = ArtifactInfo(None, "onnx-quantized", "onnxruntime", "int4-weight-only", "fp32",
+                        config=LLAMA, float_weights={"lm_head.weight"})
+    dec = count_work(info, cat.formats, 1, 16, "decode", context=16)
+    head = next(g for g in dec.groups if g.name == "lm_head")
+    assert head.weight_bytes == 64 * 1000 * 4 and head.format == "fp32"
+    up = next(g for g in dec.groups if g.name == "ffn.up")
+    assert up.weight_bytes == pytest.approx(2 * 2 * 64 * 128 * 4.5 / 8) and up.format is None
+    eff = _eff(gemv_rates={"ort-cpu:fp32": [[1e3, 4e9]],
+                           "ort-cpu:int4-weight-only": [[1e3, 1e9]]})
+    rows = {r["group"]: r for r in project(dec, cat["c7i.large"], "ort-cpu", eff).rows}
+    assert rows["lm_head"]["memory_ms"] == pytest.approx(
+        (head.weight_bytes / 4e9 + head.act_bytes / (cat["c7i.large"].bandwidth() * 0.5)) * 1e3)

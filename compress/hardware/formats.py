@@ -37,6 +37,9 @@ class ArtifactInfo:
     op_types: set[str] = field(default_factory=set)
     compute_nodes: int | None = None  # ONNX: nodes that launch a kernel per inference
     why_unknown: str | None = None
+    # ONNX: weight matrices a quantized graph left in float (`lm_head.weight` where the
+    # quantizer skipped a tied embedding): a decode step reads them at float width
+    float_weights: set[str] = field(default_factory=set)
 
     @property
     def weight_bytes(self) -> int:
@@ -57,6 +60,17 @@ SHAPE_OPS = {"Constant", "Shape", "Unsqueeze", "Squeeze", "Concat", "Cast", "Equ
 # ops that multiply activations by a stored weight matrix, and where that matrix sits
 WEIGHT_MATMULS = {"MatMul": 1, "Gemm": 1, "MatMulInteger": 1, "QLinearMatMul": 3,
                   "DynamicQuantizeMatMul": 1, "MatMulNBits": 1}
+
+
+def float_matmul_weights(graph) -> set[str]:
+    """`module.path.weight` of every weight matrix a float MatMul/Gemm multiplies by (the
+    rest of a quantized graph runs MatMulNBits, MatMulInteger, ...)."""
+    inits = {i.name for i in graph.initializer}
+    via = {n.output[0] for n in graph.node if n.op_type in ("Transpose", "Cast", "Identity")
+           and n.input and n.input[0] in inits}
+    return {n.name.strip("/").rsplit("/", 1)[0].replace("/", ".") + ".weight"
+            for n in graph.node if n.op_type in ("MatMul", "Gemm") and n.name
+            and len(n.input) > 1 and (n.input[1] in inits or n.input[1] in via)}
 
 
 def linear_shapes_from_graph(graph) -> dict[str, list[int]]:
@@ -96,9 +110,11 @@ def linear_shapes_from_graph(graph) -> dict[str, list[int]]:
     return out
 
 
-def read_weights(path: Path) -> tuple[dict[str, int], dict[str, list[int]], set[str], int | None]:
+def read_weights(path: Path, float_weights: set[str] | None = None
+                 ) -> tuple[dict[str, int], dict[str, list[int]], set[str], int | None]:
     """(bytes by dtype, tensor shapes, ONNX op types) from the stored files, never from a
-    loaded model: packed quantized weights are not parameters and would be miscounted."""
+    loaded model: packed quantized weights are not parameters and would be miscounted.
+    ONNX: the weights left to float MatMuls are added to `float_weights` when given."""
     by_dtype: dict[str, int] = {}
     shapes: dict[str, list[int]] = {}
     ops: set[str] = set()
@@ -118,6 +134,8 @@ def read_weights(path: Path) -> tuple[dict[str, int], dict[str, list[int]], set[
             by_dtype[name] = by_dtype.get(name, 0) + numel * np_dtype.itemsize
             shapes[init.name] = list(init.dims)
         shapes.update(linear_shapes_from_graph(model.graph))
+        if float_weights is not None:
+            float_weights |= float_matmul_weights(model.graph)
         ops = {n.op_type for n in model.graph.node}
         for g in (n for n in model.graph.node if n.op_type in ("If", "Loop", "Scan")):
             for a in g.attribute:
@@ -208,9 +226,10 @@ def inspect_artifact(path: str | Path | None, kind: str) -> ArtifactInfo:
     p = Path(path)
     config = json.loads((p / "config.json").read_text()) if (p / "config.json").is_file() else {}
     meta = json.loads((p / META_FILE).read_text()) if (p / META_FILE).is_file() else {}
-    by_dtype, shapes, ops, nodes = read_weights(p)
+    floats: set[str] = set()
+    by_dtype, shapes, ops, nodes = read_weights(p, floats)
     dtype = _float_dtype(config, by_dtype)
     cfg = meta.get("config") or {}
     fmt, why = classify(kind, cfg.get("backend"), cfg, ops, dtype, meta.get("format"))
     return ArtifactInfo(p, kind, framework, fmt, dtype, config, meta, by_dtype, shapes, ops,
-                        nodes, why)
+                        nodes, why, floats if kind == "onnx-quantized" else set())

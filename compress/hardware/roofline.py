@@ -203,7 +203,8 @@ def project(work: Work, target: Target, runtime: str, eff: Efficiency,
         if g.kind in ("gemm", "head", "attention") and (matmul_precision or {}).get(precision) \
                 and target.peak(matmul_precision[precision]):
             precision = matmul_precision[precision]
-        gemv = eff.gemv_rate(runtime, work.format, g.weight_bytes / max(1, g.calls)) \
+        gemv = eff.gemv_rate(runtime, g.format or work.format,
+                             g.weight_bytes / max(1, g.calls)) \
             if work.phase == "decode" and g.kind in ("gemm", "head") and g.weight_bytes \
             else None
         if g.flops:

@@ -141,6 +141,7 @@ class OpGroup:
     calls: int = 0            # GEMM / batched-matmul / vector-op invocations in `kernels`
     elements: float = 0.0     # elements a vector op (act, norm, softmax, add) works on
     op: str | None = None     # the vector op, for its measured throughput (calibrate.py)
+    format: str | None = None  # GEMMs stored in another format than the artifact's (float)
 
     @property
     def flops_per_call(self) -> float:
@@ -234,15 +235,22 @@ def count_work(info: ArtifactInfo, formats: dict, batch_size: int, seq_len: int,
 
     def gemm(name, n_in, n_out, count=1, calls=1):
         """`calls` separate matmuls of n_in x n_out/calls each (q, k, v; gate, up): the
-        per-call size sets the efficiency a calibrated projection charges them."""
+        per-call size sets the efficiency a calibrated projection charges them. A weight
+        the quantizer left in float (ONNX `float_weights`) costs float bytes and compute."""
         params = n_in * n_out
         ab = tokens * (n_in + n_out) * abytes
         k = kern["gemm"] * calls
-        if act_quant:  # read float activations, write int8 copies, then the int GEMM
+        in_float = any(w == f"{name}.weight" or w.endswith(f".{name}.weight")
+                       for w in info.float_weights)
+        bits, prec, quant = (DTYPE_BYTES[float_p] * 8, float_p, False) if in_float \
+            else (wbits, compute, act_quant)
+        if quant:  # read float activations, write int8 copies, then the int GEMM
             ab += tokens * n_in * (abytes + 1)
             k += QUANT_KERNELS if info.framework == "onnxruntime" else 0
-        add(name, "gemm", compute, 2.0 * tokens * params * count, params * wbits / 8 * count,
+        add(name, "gemm", prec, 2.0 * tokens * params * count, params * bits / 8 * count,
             ab * count, k * count, calls * count)
+        if in_float:
+            groups[name].format = float_p
 
     kv_bytes = 0.0
     for ly in arch.layers:
