@@ -383,12 +383,15 @@ def cache(console: Console, store, *, verify: bool, prune: bool, keep_runs: int 
     console.print(f"cache: {u['root']}\n  artifacts: {u['artifacts']} "
                   f"({u['artifact_bytes'] / 1e6:.1f} MB), measurements: {u['measurements']}, "
                   f"runs referring to it: {u['runs']}")
-    for a in store.checkpoint_areas():
+    areas = store.checkpoint_areas()
+    for a in areas:
         at = f"step {a['step']} of {a['total']}" if a["step"] is not None else \
             "no complete checkpoint"
-        console.print(f"  checkpoint {a['key']} {a['label']}: {at}, "
+        console.print(f"  checkpoint of {a['label'] or 'a build'} {a['key'][:8]}: {at}, "
                       f"{a['bytes'] / 1e6:.1f} MB, "
-                      + ("its build is running" if a["live"] else
-                         "left by an interrupted build (a re-run resumes from it; "
-                         "--prune-checkpoints removes it)"), highlight=False, markup=False)
+                      + ("its build is running" if a["live"] else "left by an interrupted build"),
+                      highlight=False, markup=False)
+    if any(not a["live"] for a in areas):
+        console.print("  (a re-run of the build resumes from its checkpoint; "
+                      "--prune-checkpoints removes them)", highlight=False)
     return bad

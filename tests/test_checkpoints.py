@@ -166,8 +166,9 @@ def test_compress_cache_shows_and_prunes_left_checkpoints(tmp_path):
     shown = run_cli("cache", "--cache-dir", str(cache))
     assert shown.returncode == 0, shown.stderr
     text = " ".join(shown.stdout.split())
-    assert f"checkpoint {'c' * 20} student (distill): step 6 of 8" in text
-    assert "left by an interrupted build" in text
+    assert "checkpoint of student (distill) cccccccc: step 6 of 8, 0.0 MB, left by an " \
+        "interrupted build" in text
+    assert "a re-run of the build resumes from its checkpoint" in text
     pruned = run_cli("cache", "--cache-dir", str(cache), "--prune-checkpoints")
     assert pruned.returncode == 0, pruned.stderr
     assert "removed the checkpoints of 1 interrupted build(s)" in " ".join(
