@@ -16,6 +16,7 @@ from compress.cli_options import (  # the options and asks shared by the command
     Calibration,
     CatalogFiles,
     Confidence,
+    ExecutorName,
     LatencyPercentile,
     MaxDrop,
     MaxLatencyMs,
@@ -28,6 +29,7 @@ from compress.cli_options import (  # the options and asks shared by the command
     MinValue,
     PeakFactor,
     Prices,
+    RayAddress,
     RequestsPerDay,
     Sets,
     _ask,
@@ -61,12 +63,7 @@ def run(recipe: Annotated[Path, typer.Argument(help="recipe YAML file")],
         cache_dir: CacheDir = None, set_: Sets = None,
         force: Annotated[bool, typer.Option("--force", help="rebuild every stage")] = False,
         remeasure: Annotated[bool, typer.Option("--remeasure", help="measure again")] = False,
-        executor: Annotated[str | None, typer.Option(
-            "--executor", help="where stages are built: local or ray [default: the recipe's "
-            "executor, else local]")] = None,
-        ray_address: Annotated[str | None, typer.Option(
-            "--ray-address", help="ray: the cluster (ray://HEAD:10001) [default: the "
-            "recipe's, else $RAY_ADDRESS, else a local Ray instance]")] = None):
+        executor: ExecutorName = None, ray_address: RayAddress = None):
     """Run a recipe: build each stage once (cached), measure every candidate, print the table."""
     from compress.engine import run_recipe
 
@@ -187,11 +184,7 @@ def calibrate(out: Annotated[Path | None, typer.Option(
               on: Annotated[str | None, typer.Option(
                   "--on", help="calibrate a catalog GPU (T4, L4, A10G, ...) on a node of "
                   "that model in a Ray cluster (with --executor ray)")] = None,
-              executor: Annotated[str | None, typer.Option(
-                  "--executor", help="ray: with --on; local: this machine [default]")] = None,
-              ray_address: Annotated[str | None, typer.Option(
-                  "--ray-address", help="the Ray cluster [default: $RAY_ADDRESS, else a "
-                  "local Ray instance]")] = None):
+              executor: ExecutorName = None, ray_address: RayAddress = None):
     """Measure this machine's roofline factors from micro-benchmarks only (~15-40 s): GEMM
     efficiency by size per precision and runtime, attention matmuls, vector-op rates, memory
     bandwidth, per-kernel and per-call overheads. Run it on a quiet machine. On a CUDA
@@ -203,12 +196,9 @@ def calibrate(out: Annotated[Path | None, typer.Option(
     if device not in ("auto", "cpu", "cuda"):
         raise InputError(f"--device {device!r}: expected auto, cpu or cuda")
     if on or executor == "ray":
-        if not on or executor != "ray":
-            raise InputError("--on TARGET and --executor ray go together: calibrate a GPU "
-                             "model on a node of a Ray cluster")
         from compress.target_measure import calibrate_on
 
-        result = calibrate_on(on, ray_address)
+        result = calibrate_on(on, ray_address, executor=executor)
         path = C.save(result, out or C.default_path())
         render.calibration(console, result, path, threads)
         return

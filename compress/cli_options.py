@@ -13,6 +13,12 @@ CacheDir = Annotated[Path | None, typer.Option(
 Sets = Annotated[list[str] | None, typer.Option(
     "--set", help="override a recipe setting: key.path=value (repeatable); "
                   "pipeline.<step id>.with.<setting>=..., suite.<path>=... for the suite")]
+ExecutorName = Annotated[str | None, typer.Option(
+    "--executor", help="local (this machine) or ray (a Ray cluster); run: the recipe's "
+    "executor when not given, else local")]
+RayAddress = Annotated[str | None, typer.Option(
+    "--ray-address", help="the Ray cluster, e.g. ray://HEAD:10001; when not given: the "
+    "recipe's, else $RAY_ADDRESS, else a local Ray instance")]
 
 # quality / latency / memory thresholds shared by `recommend` and `gate` (override the suite)
 MaxDrop = Annotated[float | None, typer.Option(

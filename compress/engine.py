@@ -370,10 +370,12 @@ def run_recipe(recipe_path: str | Path, out_dir: str | Path | None = None,
             spec.address if (executor or spec.kind) == spec.kind else None))
     if plan.suite.measure_on:  # refuse an unknown target before any work
         from compress.hardware.catalog import load_catalog
+        from compress.ray_executor import import_ray
         from compress.target_measure import check_targets
 
         check_targets(plan.suite.measure_on, load_catalog(),
                       f"{plan.recipe.suite_path()}: measure_on")
+        import_ray()  # measured on a Ray cluster's GPU nodes
     run_dir = prepare_out_dir(out_dir) if out_dir else default_run_dir(plan)
     with store.shared_lock():
         store.clean_stale()

@@ -228,11 +228,16 @@ def target_curves(result: TargetMeasurements | None) -> dict[tuple[str, str], di
     return out
 
 
-def calibrate_on(target_name: str, address: str | None = None, catalog=None):
+def calibrate_on(target_name: str | None, address: str | None = None, catalog=None,
+                 executor: str | None = "ray"):
     """Run the GPU calibration (hardware.calibrate_gpu) on a node of this GPU model; the
     result is that model's class. Refuses (CompressError) when the node's GPU is another."""
     from compress.hardware.catalog import load_catalog
     from compress.ray_executor import connect
+
+    if not target_name or executor != "ray":
+        raise InputError("--on TARGET and --executor ray go together: calibrate a GPU model "
+                         "on a node of a Ray cluster")
 
     catalog = catalog or load_catalog()
     (target,) = check_targets([target_name], catalog, "--on")

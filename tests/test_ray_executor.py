@@ -17,7 +17,7 @@ import pytest
 from compress.artifacts import META_FILE
 from compress.engine import build_all, prepare, run_recipe
 from compress.store import Store
-from tests.conftest import ROOT
+from tests.conftest import RECIPE, ROOT
 from tests.test_interrupt import wait_for
 
 PLUGINS = "tests.boom_stage,tests.rendezvous_stage"
@@ -296,3 +296,9 @@ def test_executor_names_and_addresses_are_checked(write_recipe, tmp_path):
                       str(tmp_path / "run2"))
     assert unknown.returncode == 2 and "Traceback" not in unknown.stderr
     assert "measure_on: unknown target 'Z9'; expected one of: T4, L4" in unknown.stderr
+    bad_kind = run_cli("validate", str(write_recipe(RECIPE_WITH_EXECUTOR, name="ex.yaml")))
+    assert bad_kind.returncode == 2 and "Traceback" not in bad_kind.stderr
+    assert "executor.kind" in bad_kind.stderr and "'dask'" in bad_kind.stderr
+
+
+RECIPE_WITH_EXECUTOR = RECIPE + "executor: {{kind: dask}}\n"
