@@ -292,7 +292,7 @@ def recommendation(console: Console, rec, title: str, all_rows: bool = False) ->
                   f"{traffic or 'none'}", highlight=False)
     priced = set(opts["target"][opts["price_per_hour"].notna()])
     for line in price_lines(p["prices"], priced):
-        console.print(f"  {line}", highlight=False, soft_wrap=True)
+        console.print(f"  {line}", highlight=False, soft_wrap=True, markup=False)
     console.print("quality and local-cpu latency are measured; every other latency, "
                   "throughput and cost figure is projected (roofline)"
                   + ("; queueing and batching are simulated (seeded)" if serving else "")
