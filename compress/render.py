@@ -198,6 +198,9 @@ def calibration(console: Console, result: dict, path, threads: int) -> None:
         for rt, ops in (fit.get("vector_rates") or {}).items():
             t.add_row(f"vector ops {rt}", "  ".join(
                 f"{op} {tab[-1][1] / 1e9:.2f}" for op, tab in ops.items()) + " G elements/s")
+        for k, pts in (fit.get("gemv_rates") or {}).items():
+            t.add_row(f"batch-1 GEMV {k}", "  ".join(
+                f"{r / 1e9:.2f}@{b / 1e6:.1f}MB" for b, r in pts) + " (GB/s@weights/call)")
         console.print(t)
     console.print(f"load average before/after: {result['load_average']['before']} / "
                   f"{result['load_average']['after']} (calibrate on a quiet machine)",
