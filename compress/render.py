@@ -209,6 +209,9 @@ def calibration(console: Console, result: dict, path, threads: int) -> None:
         for rt, ops in (fit.get("vector_rates") or {}).items():
             rows.append([f"vector ops {rt}", "  ".join(
                 f"{op} {tab[-1][1] / 1e9:.2f}" for op, tab in ops.items()) + " G elements/s"])
+        for k, pts in (fit.get("gemv_rates") or {}).items():
+            rows.append([f"batch-1 GEMV {k}", "  ".join(
+                f"{r / 1e9:.2f}@{b / 1e6:.1f}MB" for b, r in pts) + " (GB/s@weights/call)"])
         print_table(console, [Col("factor"), Col("value")], rows, title=cls)
     console.print(f"load average before/after: {result['load_average']['before']} / "
                   f"{result['load_average']['after']} (calibrate on a quiet machine)",
@@ -316,7 +319,7 @@ def recommendation(console: Console, rec, title: str, all_rows: bool = False) ->
                   f"{traffic or 'none'}", highlight=False)
     priced = set(opts["target"][opts["price_per_hour"].notna()])
     for line in price_lines(p["prices"], priced):
-        console.print(f"  {line}", highlight=False, soft_wrap=True)
+        console.print(f"  {line}", highlight=False, soft_wrap=True, markup=False)
     for line in p.get("measured_on") or []:
         console.print(f"measured on the target GPU: {line}", highlight=False)
     for line in p.get("still_projected") or []:
