@@ -116,7 +116,7 @@ def test_pruned_onnx_projects_near_the_measured_ratio(cat, target):
 def test_gemv_microbenchmarks_time_every_format(monkeypatch, tmp_path):
     """The GEMV chains run for each runtime and format (tiny here; DRAM-sized in
     `compress calibrate`) and report stored bytes per second."""
-    from compress.hardware import microbench as mb
+    from compress.hardware import gemv as mb
 
     monkeypatch.setattr(mb, "GEMV_SHAPES", ((64, 128),))
     monkeypatch.setattr(mb, "gemv_chain_mb", lambda: 1)

@@ -6,12 +6,16 @@ Each returns raw timings (seconds per call with the work it did), nothing fitted
 
 from __future__ import annotations
 
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
+
+from compress.hardware.gemv import ort_gemv, torch_gemv
+from compress.hardware.timing import llc_mb as _llc_mb
+from compress.hardware.timing import loadavg  # noqa: F401 - callers import it from here
+from compress.hardware.timing import ort_session as _ort_session
+from compress.hardware.timing import time_call as _time
 
 # (M, K, N): tokens x in -> out, the shapes of transformer linear layers, chosen up front
 GEMM_SHAPES = [(m, k, n) for m in (1, 16, 128, 512)
@@ -26,65 +30,14 @@ ATTN_SHAPES = [(4, 16, 16, 32), (12, 32, 32, 64), (12, 128, 128, 32), (12, 128, 
 VECTOR_OPS = ("gelu", "silu_mul", "softmax", "layer_norm", "rms_norm", "add")
 VECTOR_SIZES = ((64, 768), (512, 1536))
 
-def _llc_mb() -> float:
-    """Last-level cache size (sysfs), for the STREAM sizing rule."""
-    best = 0.0
-    for f in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*/size"):
-        v = f.read_text().strip()
-        mult = {"K": 1 / 1024, "M": 1.0, "G": 1024.0}.get(v[-1:], 1 / 2**20)
-        try:
-            best = max(best, float(v.rstrip("KMG")) * mult)
-        except ValueError:
-            pass
-    return best or 32.0
-
-
 def copy_sizes_mb() -> tuple[int, ...]:
     """STREAM's rule: each array at least 4x the last-level cache (capped at 2 GB), so the
     copy streams from DRAM as a model's weights do."""
     return (int(min(2048, max(256, 4 * _llc_mb()))),)
 
 
-# batch-1 GEMV chains (decode): (K, N) weight matrices of three sizes, applied to ONE row
-# in sequence, with enough of them that the weights stream from DRAM (as a decoder's do
-# per generated token) rather than sit in the cache; fixed up front, not a candidate's.
-GEMV_SHAPES = ((512, 512), (1024, 1024), (1024, 4096))
-
-
-def gemv_chain_mb() -> int:
-    """Stored weight bytes per GEMV chain: eight times the last-level cache the VM reports,
-    and at least 256 MB, so each pass comes from DRAM. (Measured on this project's AMD VM,
-    which reports 32 MB: an fp32 chain of 64 MB ran at 17.5 GB/s, of 256 MB at 8.8 and of
-    512 MB at 8.1 GB/s; the host's caches are larger than the VM says.)"""
-    return int(max(256, 8 * _llc_mb()))
-
-
-def _gemv_count(k: int, n: int, bytes_per_weight: float) -> int:
-    return max(4, int(round(gemv_chain_mb() * 2**20 / (k * n * bytes_per_weight))))
-
-
 # memory-bound activation ops, timed with the copies: (op, rows, cols)
 ELEMENTWISE = [("gelu", 128, 3072), ("softmax", 2048, 128), ("layer_norm", 512, 768)]
-
-
-def loadavg() -> float | None:
-    try:
-        return float(Path("/proc/loadavg").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def _time(fn, budget_s: float = 0.12, min_reps: int = 3, max_reps: int = 200,
-          stat=statistics.median) -> float:
-    """Median (or `stat`) seconds of fn() after one warm-up call."""
-    fn()
-    times, start = [], time.perf_counter()
-    while len(times) < min_reps or (time.perf_counter() - start < budget_s
-                                    and len(times) < max_reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return stat(times)
 
 
 def copy_arrays(mb: int):
@@ -187,123 +140,6 @@ def torch_benchmarks(threads: int) -> dict:
         except Exception as exc:  # noqa: BLE001 - optional kernel family
             out["gemm_int8_error"] = repr(exc)
     return out
-
-
-def _gemv_row(fmt: str, k: int, n: int, count: int, seconds: float, wbytes: float) -> dict:
-    """One timed chain: `count` matrices of k x n in `fmt`, each applied once to one row."""
-    return {"format": fmt, "shape": [1, k, n], "calls": count, "weight_bytes": wbytes,
-            "bytes_per_call": wbytes / count, "flops": 2.0 * k * n * count,
-            "seconds": seconds, "bytes_per_s": wbytes / seconds}
-
-
-def torch_gemv() -> list[dict]:
-    """fp32 and torch.ao dynamic INT8 Linear layers, batch 1, chained over DRAM-sized
-    weights: the rate at which a decode step streams its stored weights. The fastest of
-    several passes is kept (as for every GEMV chain): a pass over 64+ MB of weights is
-    long enough to be preempted on a shared machine, and the hardware's rate is the
-    unpreempted one."""
-    import torch
-
-    rows = []
-    for k, n in GEMV_SHAPES:
-        for fmt, wb in (("fp32", 4.0), ("int8-dynamic-torch", 1.0)):
-            count = _gemv_count(k, n, wb)
-            if fmt == "fp32":
-                layers = [torch.nn.Linear(k, n, bias=False) for _ in range(count)]
-            else:
-                try:
-                    from torch.ao.nn.quantized.dynamic import Linear as QLinear
-                except ImportError:
-                    continue
-                layers = [QLinear(k, n, bias_=False, dtype=torch.qint8) for _ in range(count)]
-            x = torch.randn(1, k)
-
-            def chain(layers=layers, x=x):
-                for lin in layers:
-                    lin(x)
-            s = _time(chain, budget_s=0.6, min_reps=5, stat=min)
-            rows.append(_gemv_row(fmt, k, n, count, s, wb * k * n * count))
-            del layers
-    return rows
-
-
-def _gemv_model(k: int, n: int, count: int, fmt: str):
-    """`count` independent batch-1 matmuls [1, k] x [k, n] in `fmt`, summed into one
-    output: one graph whose weights stream from DRAM on every run. The quantized ones are
-    built directly in the ops ONNX Runtime's quantizers emit (DynamicQuantizeMatMul for
-    dynamic INT8, MatMulNBits with 4-bit blocks of 32 for INT4) from random packed bytes:
-    quantizing a float chain this size would take minutes and gigabytes."""
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(0)
-    nodes, inits, ms = [], [], "com.microsoft"
-    for i in range(count):
-        name = f"/gemv.{i}/MatMul"
-        if fmt == "fp32":
-            inits.append(numpy_helper.from_array(
-                rng.standard_normal((k, n), np.float32) / np.float32(np.sqrt(k)), f"W{i}"))
-            nodes.append(helper.make_node("MatMul", ["X", f"W{i}"], [f"y{i}"], name=name))
-        elif fmt == "int8-dynamic-ort":
-            inits += [numpy_helper.from_array(rng.integers(-127, 128, (k, n), np.int8),
-                                              f"W{i}"),
-                      numpy_helper.from_array(np.array(0.01, np.float32), f"s{i}")]
-            nodes.append(helper.make_node("DynamicQuantizeMatMul", ["X", f"W{i}", f"s{i}"],
-                                          [f"y{i}"], name=name, domain=ms))
-        else:  # int4-weight-only: MatMulNBits, symmetric blocks of 32 (as the stage's)
-            blocks = k // 32
-            inits += [numpy_helper.from_array(rng.integers(0, 256, (n, blocks, 16), np.uint8),
-                                              f"W{i}"),
-                      numpy_helper.from_array(np.full(n * blocks, 0.01, np.float32), f"s{i}")]
-            nodes.append(helper.make_node("MatMulNBits", ["X", f"W{i}", f"s{i}"], [f"y{i}"],
-                                          name=name, domain=ms, K=k, N=n, bits=4,
-                                          block_size=32))
-    nodes.append(helper.make_node("Sum", [f"y{i}" for i in range(count)], ["Y"]))
-    g = helper.make_graph(nodes, "gemv",
-                          [helper.make_tensor_value_info("X", TensorProto.FLOAT, [1, k])],
-                          [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)], inits)
-    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17),
-                                               helper.make_opsetid(ms, 1)], ir_version=9)
-
-
-def ort_gemv(threads: int, tmp: Path) -> list[dict]:
-    """ONNX Runtime fp32, dynamic INT8 and 4-bit (MatMulNBits, block 32) MatMuls at batch
-    1, chained over DRAM-sized weights."""
-    import onnx
-
-    rows = []
-    for k, n in GEMV_SHAPES:
-        for fmt, wb in (("fp32", 4.0), ("int8-dynamic-ort", 1.0),
-                        ("int4-weight-only", 4.5 / 8)):
-            count = _gemv_count(k, n, wb)
-            path = tmp / f"gemv{k}x{n}-{fmt}.onnx"
-            try:
-                model = _gemv_model(k, n, count, fmt)
-                onnx.save(model, str(path), save_as_external_data=True,
-                          location=path.name + ".data")
-                del model
-                sess = _ort_session(str(path), threads)
-            except Exception as exc:  # noqa: BLE001 - an optional kernel family
-                rows.append({"format": fmt, "shape": [1, k, n], "error": repr(exc)})
-                continue
-            finally:
-                for f in tmp.glob(f"gemv{k}x{n}-{fmt}*"):
-                    f.unlink()
-            x = np.random.randn(1, k).astype(np.float32)
-            s = _time(lambda sess=sess, x=x: sess.run(None, {"X": x}), budget_s=0.6,
-                      min_reps=5, stat=min)
-            rows.append(_gemv_row(fmt, k, n, count, s, wb * k * n * count))
-            del sess
-    return rows
-
-
-def _ort_session(model, threads: int):
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.log_severity_level = 3
-    return ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
 
 
 def _matmul_model(k: int, n: int):
