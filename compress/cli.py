@@ -185,34 +185,23 @@ def calibrate(out: Annotated[Path | None, typer.Option(
                   "--on", help="calibrate a catalog GPU (T4, L4, A10G, ...) on a node of "
                   "that model in a Ray cluster (with --executor ray)")] = None,
               executor: ExecutorName = None, ray_address: RayAddress = None):
-    """Measure this machine's roofline factors from micro-benchmarks only (~15-40 s): GEMM
-    efficiency by size per precision and runtime, attention matmuls, vector-op rates, memory
-    bandwidth, per-kernel and per-call overheads. Run it on a quiet machine. On a CUDA
-    machine it calibrates the GPU's own class (gpu-h200, gpu-t4, ...; fp32, TF32, fp16,
-    bf16), which is never applied to another GPU model."""
-    from compress.errors import InputError
+    """Measure this machine's roofline factors from micro-benchmarks only (about 1-2 minutes):
+    GEMM efficiency by size per precision and runtime, attention matmuls, vector-op rates,
+    memory bandwidth, batch-1 GEMV rates, per-kernel and per-call overheads. Run it on a
+    quiet machine. On a CUDA machine it calibrates the GPU's own class (gpu-h200, gpu-t4,
+    ...; fp32, TF32, fp16, bf16), which is never applied to another GPU model."""
     from compress.hardware import calibrate as C
 
-    if device not in ("auto", "cpu", "cuda"):
-        raise InputError(f"--device {device!r}: expected auto, cpu or cuda")
     if on or executor == "ray":
         from compress.target_measure import calibrate_on
 
         result = calibrate_on(on, ray_address, executor=executor)
         path = C.save(result, out or C.default_path())
-        render.calibration(console, result, path, threads)
-        return
-    if device == "auto":
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda":
-        from compress.hardware.calibrate_gpu import calibrate_cuda
-
-        result = calibrate_cuda(target=target)
     else:
-        result = C.calibrate(threads=threads)
-    path = C.save(result, out or C.default_path(mark=True))
+        from compress.hardware.calibrate_gpu import calibrate_here
+
+        result = calibrate_here(device, threads, target)
+        path = C.save(result, out or C.default_path(mark=True))
     render.calibration(console, result, path, threads)
 
 

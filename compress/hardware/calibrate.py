@@ -226,6 +226,7 @@ def versions() -> dict:
     return out
 
 
+
 def calibrate(threads: int = 1, catalog: Catalog | None = None, name: str | None = None
               ) -> dict:
     """Run the micro-benchmarks here and fit the efficiencies of this machine's class."""

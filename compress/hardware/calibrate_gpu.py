@@ -381,3 +381,21 @@ def calibrate_cuda(catalog: Catalog | None = None, target: str | None = None,
     if t.kind != "gpu":
         raise InputError(f"--target {t.name}: a {t.kind} target, expected a GPU")
     return calibrate_device(device, t, name=name)
+
+
+def calibrate_here(device: str = "auto", threads: int = 1, target: str | None = None) -> dict:
+    """Calibrate this machine: its CUDA device's GPU class (`device` cuda, or auto where
+    CUDA is available), else its CPU class."""
+    from compress.errors import InputError
+
+    if device not in ("auto", "cpu", "cuda"):
+        raise InputError(f"--device {device!r}: expected auto, cpu or cuda")
+    if device == "auto":
+        from compress.torchutil import cuda_available
+
+        device = "cuda" if cuda_available() else "cpu"
+    if device == "cuda":
+        return calibrate_cuda(target=target)
+    from compress.hardware.calibrate import calibrate
+
+    return calibrate(threads=threads)
