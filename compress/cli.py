@@ -39,7 +39,7 @@ from compress.cli_options import (  # the options and asks shared by the command
 from compress.errors import CompressError
 from compress.tables import make_console
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="Compress Hugging Face models with declarative recipes, measure every "
                        "candidate, and compare them.")
 # stdout: the terminal's width or $COLUMNS; piped without COLUMNS, lines are not folded and

@@ -89,3 +89,13 @@ def test_importing_transformers_models_prints_no_torchao_load_errors():
     so = list(Path(importlib.util.find_spec("torchao").origin).parent.glob("_C*.so"))
     if so:  # the lines exist to be silenced: verbose shows them
         assert "Failed to load" in loud.stderr, (so, loud.stderr)
+
+
+def test_help_keeps_the_defaults_in_brackets():
+    """Option help says its default as `[default: ...]`; rich markup read those brackets
+    as tags and dropped them, so `--help` hid every default written that way."""
+    for cmd, default in (("run", "[default: runs/<recipe name>-<time>]"),
+                         ("cache", "[default: $COMPRESS_CACHE_DIR or the user cache dir]")):
+        r = run_cli(cmd, "--help", env={"COLUMNS": "300"})
+        assert r.returncode == 0, r.stderr
+        assert default in " ".join(r.stdout.split()), r.stdout
