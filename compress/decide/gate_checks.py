@@ -13,22 +13,13 @@ import math
 from dataclasses import dataclass
 
 from compress.decide.recommend import FIDELITY_KEYS
+from compress.quality_checks import _num
 
 QUALITY_KEYS = ("max_drop", "max_relative_drop", "min_recovery", "min_value", "min_fidelity")
 TARGET_KEYS = QUALITY_KEYS + ("max_latency_ms", "max_memory_mb")
 GATE_KEYS = TARGET_KEYS + ("max_cost_per_1k", "max_quality_decrease", "max_cost_increase",
                            "max_latency_increase")
 LOCAL = "local-cpu"
-
-
-def _num(v):
-    if v is None:
-        return None
-    try:
-        v = float(v)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(v) else v
 
 
 @dataclass

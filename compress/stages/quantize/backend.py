@@ -59,6 +59,27 @@ class Backend:
         return {}
 
     def run(self, ctx: StageContext, source: Artifact, config, out_dir: Path) -> dict:
+        """The template every backend follows: `load` the input, `apply` the backend's own
+        step, `save` the result into out_dir; returns what `save` reports (the comparison
+        with the input and the backend's facts). A family (ort, pytorch, bnb) defines
+        `load` and `save` once; each backend overrides `apply`."""
+        loaded = self.load(ctx, source, config)
+        advance = ctx.track(f"quantize {self.name}", 1)
+        applied = self.apply(ctx, loaded, config, out_dir)
+        facts = self.save(ctx, source, loaded, applied, out_dir)
+        advance(1)
+        return facts
+
+    def load(self, ctx: StageContext, source: Artifact, config):
+        """Read the input (and whatever the comparison needs from it)."""
+        raise NotImplementedError
+
+    def apply(self, ctx: StageContext, loaded, config, out_dir: Path):
+        """The backend's own step: quantize what `load` returned."""
+        raise NotImplementedError
+
+    def save(self, ctx: StageContext, source: Artifact, loaded, applied, out_dir: Path) -> dict:
+        """Write `applied` into out_dir; return the checks (comparison with the input)."""
         raise NotImplementedError
 
 

@@ -44,11 +44,20 @@ class _Bnb(Backend):
             config = config.model_copy(update={"compute_dtype": dtype})
         return config
 
-    def run(self, ctx, source, config, out_dir):
+    def load(self, ctx, source, config):
+        from compress.loading import load_for_inference
+        from compress.models import load_tokenizer
+
+        tok = load_tokenizer(source.path, ctx.trust_remote_code, source.revision)
+        ref = sample_outputs(load_for_inference(source.path, ctx.task, ctx.trust_remote_code,
+                                                revision=source.revision), tok, ctx.task)
+        return source, tok, ref
+
+    def apply(self, ctx, loaded, config, out_dir):
+        """Reload the input through BitsAndBytesConfig (bitsandbytes quantizes on load)."""
         import torch
 
-        from compress.loading import load_for_inference, save_for_inference
-        from compress.models import load_pytorch, load_tokenizer, weight_inventory
+        from compress.models import load_pytorch
         from compress.quiet import import_transformers, quiet_fds, verbose
 
         tf = import_transformers()
@@ -61,20 +70,26 @@ class _Bnb(Backend):
                 load_in_4bit=True, bnb_4bit_quant_type=self.name.removeprefix("bnb-"),
                 bnb_4bit_compute_dtype=getattr(torch, config.compute_dtype),
                 bnb_4bit_use_double_quant=config.double_quant)
-        device = "cuda" if cuda_available() else "cpu"
-        tok = load_tokenizer(source.path, ctx.trust_remote_code, source.revision)
-        advance = ctx.track(f"quantize {self.name}", 1)
-        ref = sample_outputs(load_for_inference(source.path, ctx.task, ctx.trust_remote_code,
-                                                revision=source.revision), tok, ctx.task)
         with quiet_fds():
-            model = load_pytorch(source.path, ctx.task, ctx.trust_remote_code, source.revision,
-                                 quantization_config=qc, device_map=device)
-        out = sample_outputs(model, tok, ctx.task)
-        save_for_inference(model, out_dir, "hf", load_kwargs={"device_map": device})
+            source = loaded[0]
+            return load_pytorch(source.path, ctx.task, ctx.trust_remote_code,
+                                source.revision, quantization_config=qc,
+                                device_map=_device())
+
+    def save(self, ctx, source, loaded, applied, out_dir):
+        from compress.loading import save_for_inference
+        from compress.models import weight_inventory
+
+        _, tok, ref = loaded
+        out = sample_outputs(applied, tok, ctx.task)
+        save_for_inference(applied, out_dir, "hf", load_kwargs={"device_map": _device()})
         tok.save_pretrained(out_dir)
-        advance(1)
-        return {**compare(ref, out, ctx.task), "weights": weight_inventory(model),
-                "device": device}
+        return {**compare(ref, out, ctx.task), "weights": weight_inventory(applied),
+                "device": _device()}
+
+
+def _device() -> str:
+    return "cuda" if cuda_available() else "cpu"
 
 
 @backend

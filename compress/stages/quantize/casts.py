@@ -4,24 +4,19 @@ from __future__ import annotations
 
 from typing import Literal
 
-from compress.artifacts import Kind
 from compress.stages.base import StageConfig
-from compress.stages.quantize.backend import Backend, backend
-from compress.stages.quantize.pytorch import TORCH_KINDS, torch_quantize
+from compress.stages.quantize.backend import backend
+from compress.stages.quantize.pytorch import TorchBackend
 
 
 class HalfConfig(StageConfig):
     backend: Literal["fp16", "bf16"]
 
 
-class _Half(Backend):
+class _Half(TorchBackend):
     Config = HalfConfig
-    accepts = TORCH_KINDS
-    produces = Kind.PYTORCH_QUANTIZED
     bits = 16
-
-    def run(self, ctx, source, config, out_dir):
-        return torch_quantize(ctx, source, {"backend": self.name}, "safetensors", out_dir)
+    saved_as = "safetensors"
 
 
 @backend

@@ -37,6 +37,31 @@ def detect_isa() -> str:
     return "avx512_vnni" if "avx512_vnni" in flags else "avx2"
 
 
+class OrtBackend(Backend):
+    """The ONNX Runtime family: the input is an ONNX model not optimised past O1 (checked
+    at plan time and again here); `apply` writes out_dir/model.onnx and returns its facts;
+    `save` copies the tokenizer and config beside it and compares it with the input."""
+
+    accepts = {Kind.ONNX}
+    produces = Kind.ONNX_QUANTIZED
+
+    def check_input(self, config, parent):
+        return refuse_optimised(self.name, parent)
+
+    def resolve(self, config):
+        if getattr(config, "isa", None) == "auto":
+            config = config.model_copy(update={"isa": detect_isa()})
+        return config
+
+    def load(self, ctx, source, config):
+        refuse_optimised_source(self.name, source)
+        return source.path
+
+    def save(self, ctx, source, loaded, applied, out_dir):
+        copy_side_files(source.path, out_dir)
+        return {**onnx_agreement(source.path, out_dir), **applied}
+
+
 class OrtDynamicInt8Config(StageConfig):
     backend: Literal["ort-dynamic-int8"]
     per_channel: bool = Field(False, description="per-channel weight scales")
@@ -45,26 +70,16 @@ class OrtDynamicInt8Config(StageConfig):
 
 
 @backend
-class OrtDynamicInt8(Backend):
+class OrtDynamicInt8(OrtBackend):
     name = "ort-dynamic-int8"
     format = "int8-dynamic-ort"  # catalog format key
     description = "ONNX Runtime dynamic INT8 (weights int8, activations quantized at run time)"
     Config = OrtDynamicInt8Config
-    accepts = {Kind.ONNX}
-    produces = Kind.ONNX_QUANTIZED
     weight_format, activation_format = "int8", "int8 (dynamic, per batch)"
     notes = ("INT8 ONNX has no fast kernels on ORT's CUDA provider (quantized ops fall back "
              "to CPU); use TensorRT or PyTorch kernels on GPU",)
 
-    def check_input(self, config, parent):
-        return refuse_optimised(self.name, parent)
-
-    def resolve(self, config):
-        if config.isa == "auto":
-            config = config.model_copy(update={"isa": detect_isa()})
-        return config
-
-    def run(self, ctx, source, config, out_dir):
+    def apply(self, ctx, loaded, config, out_dir):
         from compress.quiet import import_transformers, quiet_fds
 
         import_transformers()
@@ -74,13 +89,10 @@ class OrtDynamicInt8(Backend):
 
         qconfig = getattr(AutoQuantizationConfig, config.isa)(
             is_static=False, per_channel=config.per_channel)
-        quantizer = ORTQuantizer.from_pretrained(source.path, file_name="model.onnx")
+        quantizer = ORTQuantizer.from_pretrained(loaded, file_name="model.onnx")
         with quiet_fds():
             quantizer.quantize(quantization_config=qconfig, save_dir=out_dir, file_suffix=None)
-        copy_side_files(source.path, out_dir)
-        return onnx_agreement(source.path, out_dir)
-
-
+        return {}
 
 
 # ---------------------------------------------------------------- static INT8
@@ -102,28 +114,18 @@ class OrtStaticInt8Config(StageConfig):
 
 
 @backend
-class OrtStaticInt8(Backend):
+class OrtStaticInt8(OrtBackend):
     name = "ort-static-int8"
     format = "int8-static-qdq"  # catalog format key
     description = "ONNX Runtime static INT8: activation ranges calibrated on the calibration data"
     Config = OrtStaticInt8Config
-    accepts = {Kind.ONNX}
-    produces = Kind.ONNX_QUANTIZED
     weight_format, activation_format = "int8", "uint8 (static, calibrated)"
     notes = OrtDynamicInt8.notes + ("calibration texts come from data role `calibration`",)
-
-    def resolve(self, config):
-        if config.isa == "auto":
-            config = config.model_copy(update={"isa": detect_isa()})
-        return config
-
-    def check_input(self, config, parent):
-        return refuse_optimised(self.name, parent)
 
     def data_roles(self, config):
         return {"calibration": True}
 
-    def run(self, ctx, source, config, out_dir):
+    def apply(self, ctx, loaded, config, out_dir):
         from onnxruntime.quantization import (
             CalibrationDataReader,
             CalibrationMethod,
@@ -135,9 +137,8 @@ class OrtStaticInt8(Backend):
         from compress.encoding import Encoder, OrtModel
         from compress.quiet import quiet_fds
 
-        refuse_optimised_source(self.name, source)
         texts = ctx.texts("calibration")[: config.max_samples]
-        encoder, model = Encoder(source.path), OrtModel(source.path)
+        encoder, model = Encoder(loaded), OrtModel(loaded)
         batches = [model.feeds(encoder(texts[start:start + config.batch_size],
                                        config.max_length))
                    for start in range(0, len(texts), config.batch_size)]
@@ -153,10 +154,9 @@ class OrtStaticInt8(Backend):
                   "percentile": CalibrationMethod.Percentile}[config.calibration]
         extra = {"CalibPercentile": config.percentile} if config.calibration == "percentile" \
             else {}
-        advance = ctx.track("calibrate + quantize", 1)
         with quiet_fds():
             quantize_static(
-                str(source.path / "model.onnx"), str(out_dir / "model.onnx"), Reader(),
+                str(loaded / "model.onnx"), str(out_dir / "model.onnx"), Reader(),
                 quant_format=QuantFormat.QDQ if config.format == "qdq" else QuantFormat.QOperator,
                 per_channel=config.per_channel, reduce_range=config.isa == "avx2",
                 activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
@@ -164,11 +164,8 @@ class OrtStaticInt8(Backend):
                 # weights' matmuls only: element-wise ops would calibrate the attention
                 # mask's -3.4e38 bias, which breaks the histogram calibrators
                 op_types_to_quantize=["MatMul", "Gemm"])
-        advance(1)
-        copy_side_files(source.path, out_dir)
-        return {**onnx_agreement(source.path, out_dir), "calibration_texts": len(texts),
-                "calibration": config.calibration, "format": config.format}
-
+        return {"calibration_texts": len(texts), "calibration": config.calibration,
+                "format": config.format}
 
 
 # ---------------------------------------------------------------- INT4 weight-only
@@ -183,29 +180,23 @@ class OrtInt4WeightConfig(StageConfig):
 
 
 @backend
-class OrtInt4Weight(Backend):
+class OrtInt4Weight(OrtBackend):
     name = "ort-int4-weight"
     format = "int4-weight-only"  # catalog format key
     description = "ONNX Runtime INT4 weight-only: MatMul -> MatMulNBits, activations stay float"
     Config = OrtInt4WeightConfig
-    accepts = {Kind.ONNX}
-    produces = Kind.ONNX_QUANTIZED
     bits = 4
     weight_format, activation_format = "int4 (blockwise)", "float"
     notes = ("MatMulNBits has CPU and CUDA kernels; it pays off for memory-bound decoding",
              "only MatMul nodes are quantized (Gemm and embeddings stay float)")
 
-    def check_input(self, config, parent):
-        return refuse_optimised(self.name, parent)
-
-    def run(self, ctx, source, config, out_dir):
+    def apply(self, ctx, loaded, config, out_dir):
         import onnx
         from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
         from compress.quiet import quiet_fds
 
-        refuse_optimised_source(self.name, source)
-        model = onnx.load(str(source.path / "model.onnx"))
+        model = onnx.load(str(loaded / "model.onnx"))
         quant = MatMulNBitsQuantizer(model, bits=4, block_size=config.block_size,
                                      is_symmetric=config.symmetric,
                                      accuracy_level=config.accuracy_level)
@@ -213,7 +204,6 @@ class OrtInt4Weight(Backend):
             quant.process()
         quant.model.save_model_to_file(str(out_dir / "model.onnx"),
                                        use_external_data_format=False)
-        copy_side_files(source.path, out_dir)
         ops = [n.op_type for n in quant.model.model.graph.node]
-        return {**onnx_agreement(source.path, out_dir), "matmul_nbits_nodes": ops.count(
-            "MatMulNBits"), "matmul_float_nodes": ops.count("MatMul")}
+        return {"matmul_nbits_nodes": ops.count("MatMulNBits"),
+                "matmul_float_nodes": ops.count("MatMul")}
