@@ -11,7 +11,7 @@ import platform
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from compress.artifacts import Kind
 from compress.stages.base import StageConfig
@@ -22,8 +22,15 @@ from compress.stages.quantize.backend import (
     refuse_optimised,
     refuse_optimised_source,
 )
+from compress.stages.quantize.ort_llm import ALGORITHMS, ASYMMETRIC_ONLY
 
 # ---------------------------------------------------------------- dynamic INT8
+
+# what ORT's dynamic quantization can quantize (onnxruntime.quantization.registry
+# IntegerOpsRegistry of the pinned version)
+DYNAMIC_OPS = ("Conv", "MatMul", "Attention", "LSTM", "Gather", "Transpose",
+               "EmbedLayerNormalization")
+
 
 def detect_isa() -> str:
     """The instruction set optimum's ORT quantization config should target on this CPU."""
@@ -67,6 +74,15 @@ class OrtDynamicInt8Config(StageConfig):
     per_channel: bool = Field(False, description="per-channel weight scales")
     isa: Literal["auto", "avx512_vnni", "avx2", "arm64"] = Field(
         "auto", description="instruction set the kernels target; auto detects this CPU")
+    exclude_nodes: list[str] = Field(
+        [], description="nodes left in float: a node name, a glob over node names, or a "
+                        "path segment (lm_head matches /lm_head/MatMul)")
+    weights_only: bool = Field(
+        False, description="quantize only MatMuls with a constant weight: those of two "
+                           "activations (attention scores, rotary frequencies) stay float")
+    op_types: list[Literal[DYNAMIC_OPS]] | None = Field(  # type: ignore[valid-type]
+        None, description="op types quantized (default: all ORT dynamic-quantizes: "
+                          + ", ".join(DYNAMIC_OPS) + ")")
 
 
 @backend
@@ -87,12 +103,33 @@ class OrtDynamicInt8(OrtBackend):
             from optimum.onnxruntime import ORTQuantizer
             from optimum.onnxruntime.configuration import AutoQuantizationConfig
 
+        excluded = excluded_nodes(loaded, config.exclude_nodes, config.weights_only)
         qconfig = getattr(AutoQuantizationConfig, config.isa)(
-            is_static=False, per_channel=config.per_channel)
+            is_static=False, per_channel=config.per_channel, nodes_to_exclude=excluded,
+            operators_to_quantize=list(config.op_types) if config.op_types else None)
         quantizer = ORTQuantizer.from_pretrained(loaded, file_name="model.onnx")
         with quiet_fds():
             quantizer.quantize(quantization_config=qconfig, save_dir=out_dir, file_suffix=None)
-        return {}
+        return {"excluded_nodes": excluded} if excluded else {}
+
+
+def excluded_nodes(model_dir: Path, patterns: list[str], weights_only: bool) -> list[str]:
+    """The node names `patterns` (a config's exclude_nodes) select in model_dir/model.onnx,
+    and with `weights_only` every MatMul none of whose inputs is a constant."""
+    if not patterns and not weights_only:
+        return []
+    import onnx
+
+    from compress.stages.quantize.ort_llm import match_nodes
+
+    graph = onnx.load(str(model_dir / "model.onnx"), load_external_data=False).graph
+    chosen = match_nodes(graph, patterns)
+    if weights_only:
+        consts = {i.name for i in graph.initializer} | {
+            o for n in graph.node if n.op_type == "Constant" for o in n.output}
+        chosen += [n.name for n in graph.node if n.op_type == "MatMul"
+                   and not consts & set(n.input) and n.name not in chosen]
+    return chosen
 
 
 # ---------------------------------------------------------------- static INT8
@@ -127,28 +164,17 @@ class OrtStaticInt8(OrtBackend):
 
     def apply(self, ctx, loaded, config, out_dir):
         from onnxruntime.quantization import (
-            CalibrationDataReader,
             CalibrationMethod,
             QuantFormat,
             QuantType,
             quantize_static,
         )
 
-        from compress.encoding import Encoder, OrtModel
         from compress.quiet import quiet_fds
+        from compress.stages.quantize.ort_llm import FeedList, calibration_feeds
 
-        texts = ctx.texts("calibration")[: config.max_samples]
-        encoder, model = Encoder(loaded), OrtModel(loaded)
-        batches = [model.feeds(encoder(texts[start:start + config.batch_size],
-                                       config.max_length))
-                   for start in range(0, len(texts), config.batch_size)]
-
-        class Reader(CalibrationDataReader):
-            def __init__(self):
-                self.it = iter(batches)
-
-            def get_next(self):
-                return next(self.it, None)
+        batches = calibration_feeds(ctx, loaded, config.max_samples, config.max_length,
+                                    config.batch_size)
 
         method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                   "percentile": CalibrationMethod.Percentile}[config.calibration]
@@ -156,7 +182,7 @@ class OrtStaticInt8(OrtBackend):
             else {}
         with quiet_fds():
             quantize_static(
-                str(loaded / "model.onnx"), str(out_dir / "model.onnx"), Reader(),
+                str(loaded / "model.onnx"), str(out_dir / "model.onnx"), FeedList(batches),
                 quant_format=QuantFormat.QDQ if config.format == "qdq" else QuantFormat.QOperator,
                 per_channel=config.per_channel, reduce_range=config.isa == "avx2",
                 activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
@@ -164,7 +190,8 @@ class OrtStaticInt8(OrtBackend):
                 # weights' matmuls only: element-wise ops would calibrate the attention
                 # mask's -3.4e38 bias, which breaks the histogram calibrators
                 op_types_to_quantize=["MatMul", "Gemm"])
-        return {"calibration_texts": len(texts), "calibration": config.calibration,
+        texts = sum(len(b["input_ids"]) for b in batches)
+        return {"calibration_texts": texts, "calibration": config.calibration,
                 "format": config.format}
 
 
@@ -172,11 +199,49 @@ class OrtStaticInt8(OrtBackend):
 
 class OrtInt4WeightConfig(StageConfig):
     backend: Literal["ort-int4-weight"]
+    algorithm: Literal[ALGORITHMS] = Field(  # type: ignore[valid-type]
+        "default", description="MatMulNBits quantizer algorithm: default (ORT's blockwise "
+                               "round-to-nearest), rtn, hqq, gptq (calibrated), k_quant")
     block_size: Literal[16, 32, 64, 128, 256] = Field(
         128, description="weights per quantization block (one scale per block)")
-    symmetric: bool = Field(True, description="symmetric blocks (no zero point)")
+    symmetric: bool | None = Field(
+        None, description="symmetric blocks (no zero point); default: true, false for hqq "
+                          "and k_quant, which always write zero points")
     accuracy_level: Literal[0, 1, 2, 3, 4] | None = Field(
         None, description="MatMulNBits compute type: 0 unset, 1 fp32, 2 fp16, 3 bf16, 4 int8")
+    exclude_nodes: list[str] = Field(
+        [], description="MatMul nodes left in float: a node name, a glob, or a path segment "
+                        "(lm_head matches /lm_head/MatMul)")
+    max_samples: int | None = Field(
+        None, ge=1, description="gptq: calibration texts used (first N; default 32)")
+    max_length: int | None = Field(
+        None, ge=8, description="gptq: tokens per calibration text (default 256)")
+    percdamp: float | None = Field(
+        None, gt=0, lt=1, description="gptq: dampening, a fraction of the mean Hessian "
+                                      "diagonal (default 0.01)")
+    actorder: bool | None = Field(
+        None, description="gptq: quantize columns in order of decreasing Hessian diagonal")
+
+    @field_validator("symmetric")
+    @classmethod
+    def _symmetric_fits(cls, v, info):
+        algorithm = info.data.get("algorithm")
+        if v and algorithm in ASYMMETRIC_ONLY:
+            raise ValueError(f"got symmetric: true with algorithm {algorithm}; expected false "
+                             f"or no setting ({algorithm} always writes zero points)")
+        return v
+
+    @field_validator("max_samples", "max_length", "percdamp", "actorder")
+    @classmethod
+    def _gptq_only(cls, v, info):
+        algorithm = info.data.get("algorithm")
+        if v is not None and algorithm != "gptq":
+            raise ValueError(f"got {info.field_name}: {v!r} with algorithm {algorithm}; "
+                             f"{info.field_name} is for algorithm gptq only")
+        return v
+
+
+GPTQ_DEFAULTS = {"max_samples": 32, "max_length": 256, "percdamp": 0.01, "actorder": False}
 
 
 @backend
@@ -188,22 +253,46 @@ class OrtInt4Weight(OrtBackend):
     bits = 4
     weight_format, activation_format = "int4 (blockwise)", "float"
     notes = ("MatMulNBits has CPU and CUDA kernels; it pays off for memory-bound decoding",
-             "only MatMul nodes are quantized (Gemm and embeddings stay float)")
+             "only MatMul nodes are quantized (Gemm and embeddings stay float)",
+             "algorithm gptq calibrates on data role `calibration`")
+
+    def resolve(self, config):
+        update = {}
+        if config.symmetric is None:
+            update["symmetric"] = config.algorithm not in ASYMMETRIC_ONLY
+        if config.algorithm == "gptq":
+            update |= {k: v for k, v in GPTQ_DEFAULTS.items() if getattr(config, k) is None}
+        return config.model_copy(update=update) if update else config
+
+    def data_roles(self, config):
+        return {"calibration": True} if config.algorithm == "gptq" else {}
 
     def apply(self, ctx, loaded, config, out_dir):
         import onnx
         from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
         from compress.quiet import quiet_fds
+        from compress.stages.quantize.ort_llm import (
+            algo_config,
+            calibration_feeds,
+            match_nodes,
+            set_accuracy_level,
+        )
 
         model = onnx.load(str(loaded / "model.onnx"))
+        excluded = match_nodes(model.graph, config.exclude_nodes)
+        algo = algo_config(config, lambda: calibration_feeds(
+            ctx, loaded, config.max_samples, config.max_length, 1))
         quant = MatMulNBitsQuantizer(model, bits=4, block_size=config.block_size,
                                      is_symmetric=config.symmetric,
-                                     accuracy_level=config.accuracy_level)
+                                     accuracy_level=config.accuracy_level,
+                                     nodes_to_exclude=excluded, algo_config=algo)
         with quiet_fds():
             quant.process()
+        set_accuracy_level(quant.model.model.graph, config.accuracy_level)
         quant.model.save_model_to_file(str(out_dir / "model.onnx"),
                                        use_external_data_format=False)
         ops = [n.op_type for n in quant.model.model.graph.node]
-        return {"matmul_nbits_nodes": ops.count("MatMulNBits"),
-                "matmul_float_nodes": ops.count("MatMul")}
+        facts = {"matmul_nbits_nodes": ops.count("MatMulNBits"),
+                 "matmul_float_nodes": ops.count("MatMul"), "algorithm": config.algorithm}
+        return {**facts, "excluded_nodes": excluded} if excluded else facts

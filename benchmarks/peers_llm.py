@@ -1,0 +1,210 @@
+"""SmolLM2 side by side: perplexity (with its interval, and the ratio to fp32 with a paired
+interval) and decode ms per token, for the ONNX flows a user would pick.
+
+    nice -n 15 .venv/bin/python benchmarks/peers_llm.py [--cache-dir DIR] [--rounds N]
+
+Every flow is a step of recipes/smollm2-causal-lm.yaml (the single source of their
+settings), built through compress's engine into the cache (reused when already there):
+
+- fp32 ONNX (`onnx`);
+- ORT dynamic INT8 as ORT defaults it (`ort-int8`) and the LLM config (`ort-int8-llm`:
+  per-channel, weight matmuls only, lm_head in float);
+- ORT INT4 round-to-nearest at the GGUF's Q4_1 layout (`ort-int4-rtn`, the control) and
+  the best algorithm (`ort-int4-hqq`);
+- NNCF INT4 on OpenVINO: not measured here (the OpenVINO runtime is another module's);
+  the row is printed as "not measured here" so that the table keeps its place.
+
+Perplexity: the suite's sliding window over the held-out Lee articles
+(eval/smollm2-perplexity.yaml, the same code as `compress run`: measure.worker.causal_lm),
+each model in this process with one thread. The ratio to fp32 is a paired bootstrap over
+the scoring windows (both models' NLL of the same drawn windows), 95%.
+
+Decode: a 64-token prompt, then `--gen` greedy tokens with the KV cache, one thread; the
+flows are timed in interleaved rounds (each round runs every flow once, in a shuffled
+order), so that load on this shared machine falls on all of them alike. Reported: the
+median over all decode steps of all rounds. The CPU model and the load average before
+and after are recorded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import random
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+RECIPE = ROOT / "recipes" / "smollm2-causal-lm.yaml"
+FLOWS = [("fp32 ONNX", "onnx"), ("ORT INT8 (default)", "ort-int8"),
+         ("ORT INT8 (per-channel, weights only, lm_head float)", "ort-int8-llm"),
+         ("ORT INT4 RTN (Q4_1 layout: 4 bit, block 32, asym)", "ort-int4-rtn"),
+         ("ORT INT4 HQQ (block 32)", "ort-int4-hqq")]
+NOT_HERE = [("NNCF INT4 on OpenVINO", "not measured here (OpenVINO/NNCF: benchmarks/peers.py)")]
+TARGETS = {"int4": 0.05, "int8": 0.02, "speedup": 1.5}
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def load() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def build(cache_dir: str | None, steps: list[str]) -> dict[str, Path]:
+    """Build (or take from the cache) the recipe's steps; their artifact directories."""
+    from compress.engine import build_all, prepare
+    from compress.store import Store
+
+    plan = prepare(RECIPE)
+    wanted = {n.key for n in plan.nodes if n.step in steps}
+    for node in plan.nodes:  # and what they are built from
+        if node.key in wanted and node.parent is not None:
+            wanted |= {a.key for a in node.parent.chain()}
+    plan.nodes = [n for n in plan.nodes if n.key in wanted]
+    out = build_all(plan, Store(cache_dir))
+    if out.errors:
+        raise SystemExit(f"build failed: {out.errors}")
+    return {n.step: out.artifacts[n.key].path for n in plan.nodes if n.step in steps}
+
+
+def perplexity(path: Path, suite, texts: list[str]) -> dict:
+    from compress.encoding import Encoder
+    from compress.measure.runners import OrtRunner
+    from compress.measure.worker import causal_lm
+
+    req = {"texts": texts, "quality": suite.quality.model_dump(),
+           "fidelity": suite.fidelity.model_dump(), "quality_metrics": ["perplexity"],
+           "fidelity_metrics": []}
+    runner = OrtRunner(str(path), threads=1, providers=["CPUExecutionProvider"])
+    t0 = time.perf_counter()
+    figures, _, _ = causal_lm(runner, Encoder(path), req)
+    figures["seconds"] = time.perf_counter() - t0
+    return figures
+
+
+def ratio_interval(u: dict, base: dict, level: float = 0.95):
+    """Paired bootstrap over windows of perplexity(candidate) / perplexity(fp32)."""
+    from compress import stats
+
+    nll_c, nll_b = np.asarray(u["window_nll"]), np.asarray(base["window_nll"])
+    tok = np.asarray(u["window_tokens"], dtype=float)
+    assert np.array_equal(tok, np.asarray(base["window_tokens"], dtype=float))
+    ratio = lambda i: float(np.exp((nll_c[i].sum() - nll_b[i].sum()) / tok[i].sum()))  # noqa: E731
+    return ratio(np.arange(len(tok))), stats.bootstrap(ratio, len(tok), level,
+                                                       method="paired-bootstrap")
+
+
+def decode_times(paths: dict[str, Path], rounds: int, gen: int, prompt: str) -> dict:
+    from compress.encoding import Encoder
+    from compress.measure.runners import OrtRunner
+    from compress.measure.worker import Generate
+
+    gens = {}
+    for step, path in paths.items():
+        runner = OrtRunner(str(path), threads=1, providers=["CPUExecutionProvider"])
+        ids = np.asarray(Encoder(path).ids(prompt)[:64], dtype=np.int64)[None]
+        g = Generate(runner, {"input_ids": ids, "attention_mask": np.ones_like(ids)}, gen)
+        g(record=False)  # warm-up
+        gens[step] = g
+    rng = random.Random(0)
+    order = list(gens)
+    for _ in range(rounds):
+        rng.shuffle(order)
+        for step in order:
+            gens[step](record=True)
+    return {s: g.decode_ms for s, g in gens.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--cache-dir", default=None, help="compress artifact cache")
+    ap.add_argument("--rounds", type=int, default=5, help="interleaved decode rounds")
+    ap.add_argument("--gen", type=int, default=16, help="decode steps per round")
+    ap.add_argument("--out", default=None, help="results file (default: print only)")
+    args = ap.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+    from compress.engine import prepare
+
+    started, load0 = datetime.now(UTC), load()
+    plan = prepare(RECIPE)
+    suite = plan.suite
+    texts = plan.eval_data[suite.dataset.text_column].tolist()
+    paths = build(args.cache_dir, [s for _, s in FLOWS])
+    load1 = load()
+    ppl = {s: perplexity(paths[s], suite, texts) for _, s in FLOWS}
+    times = decode_times({s: paths[s] for _, s in FLOWS}, args.rounds, args.gen,
+                         " ".join(texts))
+    load2 = load()
+
+    fp32 = ppl["onnx"]
+    fp32_ms = float(np.median(times["onnx"]))
+    from compress import stats
+
+    lines = [f"# benchmarks/peers_llm.py, {started:%Y-%m-%d %H:%M} UTC",
+             "# command: nice -n 15 .venv/bin/python benchmarks/peers_llm.py"
+             + (f" --cache-dir {args.cache_dir}" if args.cache_dir else "")
+             + f" --rounds {args.rounds} --gen {args.gen}",
+             f"# machine: {cpu_model()}, {os.cpu_count()} cores; load average (1/5/15 min) "
+             f"at start {load0}, after builds {load1}, at end {load2}",
+             f"# perplexity: {suite.name}, {fp32['scored_tokens']} tokens scored in "
+             f"{len(fp32['units']['window_tokens'])} windows (window {suite.quality.max_length}, "
+             f"stride {suite.quality.stride}); intervals 95%: the perplexity's a bootstrap "
+             "over windows, the ratio's a paired bootstrap over windows",
+             f"# decode: 64-token prompt, {args.gen} greedy tokens with the KV cache, 1 thread, "
+             f"{args.rounds} interleaved rounds; median ms per token over all steps",
+             "",
+             "| flow | perplexity (95% CI) | ratio to fp32 (paired 95% CI) | decode ms/token "
+             "| decode speed-up vs fp32 ONNX |",
+             "|---|---|---|---|---|"]
+    verdicts = []
+    for label, step in FLOWS:
+        u = ppl[step]["units"]
+        nll, tok = np.asarray(u["window_nll"]), np.asarray(u["window_tokens"], dtype=float)
+        ci = stats.bootstrap(lambda i, nll=nll, tok=tok: float(np.exp(nll[i].sum() / tok[i].sum())),
+                             len(tok), 0.95)
+        ms = float(np.median(times[step]))
+        if step == "onnx":
+            ratio_text = "1 (reference)"
+        else:
+            r, rci = ratio_interval(u, fp32["units"])
+            ratio_text = f"{r:.4f} ({rci.low:.4f}..{rci.high:.4f})"
+            kind = "int4" if "int4" in step else "int8"
+            limit = TARGETS[kind]
+            status = ("met" if rci.high <= 1 + limit else
+                      "missed" if rci.low > 1 + limit else "inconclusive")
+            speed = fp32_ms / ms
+            verdicts.append(f"- {label}: perplexity within {limit:.0%} of fp32: {status} "
+                            f"(ratio {r:.4f}, 95% CI {rci.low:.4f}..{rci.high:.4f}); decode "
+                            f"{speed:.2f}x fp32 ONNX: "
+                            f"{'met' if speed >= TARGETS['speedup'] else 'missed'} (target "
+                            f">= {TARGETS['speedup']}x)")
+        lines.append(f"| {label} | {ppl[step]['perplexity']:.3f} ({ci.low:.3f}..{ci.high:.3f}) "
+                     f"| {ratio_text} | {ms:.1f} | {fp32_ms / ms:.2f}x |")
+    for label, why in NOT_HERE:
+        lines.append(f"| {label} | {why} | | | |")
+    lines += ["", "Targets (measured in this run):"] + verdicts
+    lines += ["", "Perplexity scoring time per flow (s): " + ", ".join(
+        f"{s} {ppl[s]['seconds']:.0f}" for _, s in FLOWS)]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.out:
+        from compress.fsutil import atomic_write_text
+
+        atomic_write_text(Path(args.out), text)
+
+
+if __name__ == "__main__":
+    main()
