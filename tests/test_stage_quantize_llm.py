@@ -112,14 +112,16 @@ def test_gptq_asks_for_calibration_data_and_resolves_its_defaults():
     assert stage.data_roles(hqq) == {} and hqq.symmetric is False and hqq.max_samples is None
 
 
+SUITE = """name: s
+task: causal-lm
+dataset: {{source: {data}, text_column: text, label_column: null}}
+quality: {{metrics: [perplexity], max_length: 32}}
+"""
+
 RECIPE = """name: bad-{field}
 task: causal-lm
 model: {model}
-suite:
-  name: s
-  task: causal-lm
-  dataset: {{source: {data}, text_column: text, label_column: null}}
-  quality: {{metrics: [perplexity], max_length: 32}}
+suite: suite.yaml
 pipeline:
   - id: onnx
     stage: export
@@ -152,9 +154,9 @@ def test_bad_settings_exit_2_naming_file_field_value(tiny_llama, tmp_path, field
                                                      value):
     data = tmp_path / "texts.csv"
     data.write_text("text\nthe cat sat\n")
+    (tmp_path / "suite.yaml").write_text(SUITE.format(data=data))
     path = tmp_path / "recipe.yaml"
-    path.write_text(RECIPE.format(field=field, model=tiny_llama, data=data,
-                                  settings=settings))
+    path.write_text(RECIPE.format(field=field, model=tiny_llama, settings=settings))
     proc = run_cli("validate", str(path))
     err = " ".join(proc.stderr.split())
     assert proc.returncode == 2, proc.stdout + proc.stderr
