@@ -189,7 +189,7 @@ def test_capabilities_are_queryable_data():
     from compress.stages.quantize import BACKENDS
 
     caps = {c["name"]: c for c in backend_capabilities()}
-    assert set(caps) == set(BACKENDS) and len(caps) == 12
+    assert set(caps) == set(BACKENDS) and len(caps) == 13
     assert caps["torchao-int4-weight"]["runs_on"] == ["cuda"]
     assert "no INT8 kernels" in caps["ort-dynamic-int8"]["slow"]["ort-cuda"]
     assert not runs_fast_on("bf16", "cuda", 7.5) and runs_fast_on("bf16", "cuda", 8.0)
