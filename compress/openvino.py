@@ -36,6 +36,13 @@ def compile_config(threads: int, precision: str) -> dict:
             "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": OV_TYPES[precision]}
 
 
+def precision_name(ov_type) -> str:
+    """compress's name (fp32, bf16, f16) of an OpenVINO element type (Type f32, 'bf16')."""
+    name = getattr(ov_type, "get_type_name", lambda: str(ov_type))()
+    return {"f32": "fp32", "float32": "fp32", "bf16": "bf16", "bfloat16": "bf16",
+            "f16": "f16", "float16": "f16"}.get(name, name)
+
+
 def cpu_capabilities() -> list[str]:
     """OpenVINO's view of this CPU (e.g. ['FP32', 'INT8', 'BF16', ...])."""
     import openvino as ov
@@ -53,10 +60,7 @@ class OvModel:
         model = core.read_model(str(Path(model_dir) / IR_FILE))
         self.compiled = core.compile_model(model, "CPU", compile_config(threads, precision))
         self.requested_precision = precision
-        actual = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
-        self.precision = {"f32": "fp32", "float32": "fp32", "bf16": "bf16", "bfloat16": "bf16",
-                          "f16": "f16", "float16": "f16"}.get(actual.split("'")[-2] if "'" in
-                                                             actual else actual, actual)
+        self.precision = precision_name(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
         self.threads = int(self.compiled.get_property("INFERENCE_NUM_THREADS"))
         self.inputs = {i.any_name for i in self.compiled.inputs}
         self.request = self.compiled.create_infer_request()
