@@ -197,3 +197,49 @@ def test_capability_table_has_openvino_on_cpu_targets(monkeypatch):
         local = detect_local(base)
         assert bool(local.peak("bf16")) is has, flags
         assert bool(capability(bf16, local, "openvino-cpu", cat) is None) is has
+
+
+PIPELINE = """\
+name: tiny-ov
+task: text-classification
+model: {model}
+suite: suite.yaml
+data:
+  calibration: {{source: {train}}}
+pipeline:
+  - id: onnx
+    stage: export
+  - id: ov
+    stage: openvino
+  - id: ov8
+    stage: quantize
+    input: onnx
+    with: {{backend: nncf-int8, subset_size: 16, max_length: 32}}
+candidates: [onnx, ov, ov8]
+"""
+
+
+def test_run_measures_openvino_candidates_at_the_recorded_precision(write_recipe,
+                                                                   tiny_bert_cls, tmp_path):
+    """Through the engine: OpenVINO candidates are measured (quality and latency on the
+    same compiled model), their runtime and precision are in the results, and they are
+    projected through the catalog's openvino-cpu runtime."""
+    from compress.engine import run_recipe
+    from compress.hardware.catalog import load_catalog
+    from compress.hardware.projection import CandidateModel
+
+    path = write_recipe(PIPELINE, model=tiny_bert_cls)
+    run = run_recipe(path, out_dir=tmp_path / "run")
+    assert run.ok
+    rows = {r["candidate"]: r for r in json.loads(
+        (tmp_path / "run" / "results.json").read_text())["candidates"]}
+    for name in ("ov", "ov8"):
+        assert rows[name]["backend"] == "openvino" and rows[name]["status"] == "ok"
+        assert rows[name]["providers"] == "CPU:fp32"
+        assert rows[name]["latency_p50_ms"] > 0 and rows[name]["accuracy"] is not None
+    assert rows["ov"]["top1_agreement"] == 1.0  # the IR at fp32 is the ONNX model
+    cat = load_catalog()
+    model = CandidateModel("ov8", rows["ov8"]["artifact_path"], "openvino")
+    assert model.info.format == "int8-static-ov"
+    (rt, reason), = model.supported(cat["c7i.large"], cat)
+    assert (rt, reason) == ("openvino-cpu", None)
