@@ -264,6 +264,9 @@ def main() -> int:
     lines = report(rows, pt, ovd, best_same, best_all, by, max_drop, args, isa, nncf_s,
                    ov_default.precision, cpu_model())
     text = "\n".join(lines)
+    import shutil
+
+    shutil.rmtree(tmp, ignore_errors=True)
     print(text)
     if args.out:
         args.out.write_text(text + "\n")
