@@ -21,9 +21,12 @@ class Kind(StrEnum):
     PYTORCH_QUANTIZED = "pytorch-quantized"
     ONNX = "onnx"
     ONNX_QUANTIZED = "onnx-quantized"
+    OPENVINO = "openvino"
 
     @property
     def runtime(self) -> str:
+        if self is Kind.OPENVINO:
+            return "openvino"
         return "onnxruntime" if self.value.startswith("onnx") else "pytorch"
 
     @property
@@ -37,6 +40,8 @@ KIND_DESCRIPTIONS = {
     Kind.PYTORCH_QUANTIZED: "quantized PyTorch model; measurable, not exportable or trainable",
     Kind.ONNX: "ONNX model (fp32/fp16) with tokenizer and config; ORT-quantizable",
     Kind.ONNX_QUANTIZED: "quantized ONNX model; measurable",
+    Kind.OPENVINO: "OpenVINO IR (openvino_model.xml/.bin, fp32 or NNCF-quantized) with "
+                   "tokenizer and config; measurable with the openvino runtime",
 }
 
 TRAINABLE = {Kind.PYTORCH, Kind.PYTORCH_PRUNED}

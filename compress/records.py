@@ -172,6 +172,9 @@ class Env(Record):
     device: str
     device_name: str | None = None
     threads: int
+    # OpenVINO: the inference precision the compiled model used, and the one asked for
+    inference_precision: str | None = None
+    requested_precision: str | None = None
     cuda_version: str | None = None
     compute_capability: str | None = None
     driver: str | None = None

@@ -90,6 +90,10 @@ class LatencySettings(_Strict):
     device: Literal["cpu", "cuda"] = "cpu"
     providers: list[str] | None = Field(None, description="ONNX Runtime execution providers, "
                                                           "in order (default: for the device)")
+    openvino_precision: Literal["fp32", "bf16", "f16"] = Field(
+        "fp32", description="OpenVINO candidates: the inference precision they are timed AND "
+                            "scored at (its CPU plugin would otherwise pick bf16 wherever the "
+                            "CPU has it); the precision used is recorded with each measurement")
     noisy_spread: float = Field(0.25, gt=0, description="flag a latency as noisy when "
                                                         "(p95 - p50) / p50 exceeds this")
 
@@ -197,6 +201,8 @@ class Suite(_Strict):
         latency = self.latency.model_dump()
         if latency["stop_when_flat"] is None:   # keeps the keys of earlier measurements
             del latency["stop_when_flat"]
+        if latency["openvino_precision"] == "fp32":  # the same; measure() passes it anyway
+            del latency["openvino_precision"]
         return {"task": self.task, "quality": self.quality.model_dump(),
                 "fidelity": self.fidelity.model_dump(), "latency": latency,
                 "quality_metrics": self.quality_metrics(),

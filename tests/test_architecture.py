@@ -100,8 +100,8 @@ def test_stages_import_no_other_stage():
     """Shared stage helpers live in compress.stages.common; a stage imports no sibling."""
     graph = import_graph()
     stage_modules = {"compress.stages.distill", "compress.stages.export",
-                     "compress.stages.finetune", "compress.stages.prune",
-                     "compress.stages.quantize"}
+                     "compress.stages.finetune", "compress.stages.openvino",
+                     "compress.stages.prune", "compress.stages.quantize"}
     for m in stage_modules:
         others = {d for d in graph[m] for s in stage_modules - {m}
                   if d == s or d.startswith(s + ".")}

@@ -35,6 +35,8 @@ BATCHES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 HOURS_PER_MONTH = 730.0
 DAYS_PER_MONTH = HOURS_PER_MONTH / 24.0
 COST_PRESET = [1, 2, 4, 8, 16, 32]
+# the catalog runtime a candidate measured on this CPU ran on, by its measured backend
+CPU_RUNTIMES = {"onnxruntime": "ort-cpu", "openvino": "openvino-cpu"}
 
 
 @dataclass
@@ -342,7 +344,7 @@ def _local_row(cand, model, catalog, t, curve, workers, traffic, slo, max_batch,
     """The local CPU's own measured curve: no projection."""
     mem = (cand.get("peak_rss_mb") or 0) * 1e6
     row = {"candidate": cand["candidate"], "target": t.name,
-           "runtime": "ort-cpu" if cand.get("backend") == "onnxruntime" else "pytorch-cpu",
+           "runtime": CPU_RUNTIMES.get(cand.get("backend"), "pytorch-cpu"),
            "supported": True, "reason": None, "format": model.info.format,
            "precision": None, "memory_gb": mem / 1e9, "provenance": "measured",
            "efficiency_source": "measured here", "status": "ok",

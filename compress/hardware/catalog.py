@@ -57,8 +57,9 @@ class Format(_Strict):
 
 class Runtime(_Strict):
     device: Literal["gpu", "cpu"]
-    framework: Literal["pytorch", "onnxruntime"]
+    framework: Literal["pytorch", "onnxruntime", "openvino"]
     fast: dict[str, float] = Field(description="format -> minimum compute capability (GPU)")
+    fast_source: str | None = None
     slow: dict[str, str] = Field({}, description="format -> why it has no fast path here")
     kernel_scale: float = Field(1.0, gt=0, description="kernels launched relative to the "
                                                        "unfused graph (TensorRT fuses layers)")
@@ -247,6 +248,8 @@ def detect_local(base: Target) -> Target:
                    else 128.0 if "avx2" in f else 32.0)
     if "amx_bf16" in f:
         fpc["bf16"] = 1024.0
+    elif "avx512_bf16" in f:  # VDPBF16PS: two bf16 pairs per fp32 lane (OpenVINO uses it)
+        fpc["bf16"] = 128.0
     cpus = (sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
             else list(range(os.cpu_count() or 1)))
     cores = physical_cores(cpus)

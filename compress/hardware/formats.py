@@ -119,6 +119,11 @@ def read_weights(path: Path, float_weights: set[str] | None = None
     shapes: dict[str, list[int]] = {}
     ops: set[str] = set()
     nodes = None
+    if (path / "openvino_model.xml").is_file():  # OpenVINO IR: read from its XML
+        from compress.openvino import ir_weights
+
+        by_dtype, shapes, ops = ir_weights(path)
+        return by_dtype, shapes, ops, None
     onnx_files = sorted(path.glob("*.onnx"))
     if onnx_files:
         import onnx
@@ -187,6 +192,8 @@ def classify(kind: str, backend: str | None, cfg: dict, ops: set[str], dtype: st
         return b, None
     if kind == "onnx":
         return dtype, None
+    if kind == "openvino":  # compiled at fp32 unless the suite says else; NNCF: int8
+        return ("int8-static-ov" if "FakeQuantize" in ops else "fp32"), None
     if kind == "onnx-quantized":
         if "int4" in b or "nbits" in b or "MatMulNBits" in ops:
             return "int4-weight-only", None
@@ -217,9 +224,16 @@ def classify(kind: str, backend: str | None, cfg: dict, ops: set[str], dtype: st
     return None, f"unknown artifact kind {kind!r}"
 
 
+def framework_of(kind: str) -> str:
+    """The runtime family an artifact kind is measured and projected on."""
+    if kind == "openvino":
+        return "openvino"
+    return "onnxruntime" if kind.startswith("onnx") else "pytorch"
+
+
 def inspect_artifact(path: str | Path | None, kind: str) -> ArtifactInfo:
     """Read an artifact directory (config, metadata, stored weights) into an ArtifactInfo."""
-    framework = "onnxruntime" if kind.startswith("onnx") else "pytorch"
+    framework = framework_of(kind)
     if not path or not Path(path).is_dir():
         return ArtifactInfo(None, kind, framework, None, "fp32",
                             why_unknown=f"artifact not found: {path}")

@@ -23,6 +23,9 @@ GATED = {"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "phi3", "olmo"
 KERNELS = {
     "pytorch": {"gemm": 1, "attention": 6, "norm": 1, "act": 1, "residual": 1, "embed": 4},
     "onnxruntime": {"gemm": 2, "attention": 8, "norm": 1, "act": 5, "residual": 1, "embed": 4},
+    # OpenVINO's CPU plugin fuses bias, activation and FakeQuantize into its GEMMs
+    # (estimate: the same graph as ONNX Runtime, GEMM epilogues fused)
+    "openvino": {"gemm": 1, "attention": 8, "norm": 1, "act": 1, "residual": 1, "embed": 4},
 }
 QUANT_KERNELS = 2  # dynamic activation quantization adds quantize (+ dequantize) per GEMM
 

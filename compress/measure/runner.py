@@ -83,6 +83,7 @@ def measure(artifact: Artifact, suite, payload: dict, reference_outputs: Path | 
     """Measure one artifact: latency, memory, quality and (given a reference) fidelity."""
     settings = suite.settings()
     settings["latency"]["providers"] = suite.latency.ort_providers()
+    settings["latency"]["openvino_precision"] = suite.latency.openvino_precision
     request = {"artifact": str(artifact.path), "kind": artifact.kind.value,
                "task": suite.task, **payload, **settings,
                "reference_outputs": str(reference_outputs) if reference_outputs else None,

@@ -1,9 +1,11 @@
-"""Uniform runners over PyTorch and ONNX Runtime artifacts, for timing and for quality.
+"""Uniform runners over PyTorch, ONNX Runtime and OpenVINO artifacts, for timing and for
+quality.
 
 Every runner takes the same numpy feeds (from compress.encoding.Encoder) and returns numpy
 outputs, so that the quality figure belongs to the exact artifact and backend that was
-timed. The ONNX Runtime runner imports neither torch nor transformers. Causal-lm runners
-also expose `prefill` and `decode` with a KV cache, the way a server generates.
+timed. The ONNX Runtime and OpenVINO runners import neither torch nor transformers.
+Causal-lm runners also expose `prefill` and `decode` with a KV cache, the way a server
+generates (not the OpenVINO one yet: it measures encoders).
 """
 
 from __future__ import annotations
@@ -59,6 +61,36 @@ class OrtRunner:
             n = int(np.prod(init.dims)) if len(init.dims) else 1
             out[dt.name] = out.get(dt.name, 0) + n * dt.itemsize
         return out
+
+
+class OpenVinoRunner:
+    """An OpenVINO IR on the CPU plugin: threads pinned, one stream, latency mode, and the
+    inference precision explicit (the suite's `openvino_precision`); the precision the
+    compiled model really uses is recorded (a CPU without bf16 runs fp32)."""
+
+    backend = "openvino"
+
+    def __init__(self, path: str, threads: int, precision: str):
+        from compress.openvino import OvModel
+
+        self.model = OvModel(path, threads=threads, precision=precision)
+        self.requested = [f"CPU:{precision}"]
+        self.providers = [f"CPU:{self.model.precision}"]
+        self.requested_precision = precision
+        self.precision = self.model.precision
+        self.fell_back = self.precision != precision
+        self.device, self.device_name = "cpu", "CPU"
+
+    def sync(self) -> None:
+        pass
+
+    def __call__(self, feeds: dict) -> np.ndarray:
+        return self.model(feeds)
+
+    def weights_by_dtype(self, path: str) -> dict[str, int]:
+        from compress.openvino import ir_weights
+
+        return ir_weights(path)[0]
 
 
 class TorchRunner:
@@ -149,6 +181,12 @@ class TorchRunner:
 
 
 def make_runner(path: str, kind: str, task: str, latency: dict):
+    if kind == "openvino":
+        if task == "causal-lm":
+            raise ValueError("the openvino runtime measures encoders only (no KV-cache "
+                             "decoding yet): causal-lm candidates cannot use it")
+        return OpenVinoRunner(path, latency["threads"],
+                              latency.get("openvino_precision") or "fp32")
     if kind.startswith("onnx"):
         providers = latency.get("providers") or (
             ["CUDAExecutionProvider", "CPUExecutionProvider"] if latency["device"] == "cuda"

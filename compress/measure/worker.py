@@ -281,7 +281,10 @@ def _reference(req) -> dict | None:
 
 def import_only(req) -> dict:
     """Import exactly what the runner for this kind imports, and report the peak."""
-    if req["kind"].startswith("onnx"):
+    if req["kind"] == "openvino":
+        import openvino  # noqa: F401
+        import tokenizers  # noqa: F401
+    elif req["kind"].startswith("onnx"):
         import onnxruntime  # noqa: F401
         import tokenizers  # noqa: F401
     else:
@@ -331,7 +334,7 @@ def measure(req) -> dict:
         "env": {"backend": runner.backend, "providers": runner.providers,
                 "requested": runner.requested, "fell_back": runner.fell_back,
                 "device": runner.device, "device_name": runner.device_name,
-                "threads": lat["threads"], **_gpu_env(runner)},
+                "threads": lat["threads"], **_precision_env(runner), **_gpu_env(runner)},
     }
 
 
@@ -344,6 +347,14 @@ def _inputs_used(req) -> dict:
                 "seq_len": lat["seq_lens"][0], "padding": "max_length"}
     return {"policy": "batched", "batch_size": q["batch_size"], "seq_len": q["max_length"],
             "padding": "longest"}
+
+
+def _precision_env(runner) -> dict:
+    """OpenVINO: the inference precision asked for and the one the compiled model uses."""
+    if not hasattr(runner, "precision"):
+        return {}
+    return {"inference_precision": runner.precision,
+            "requested_precision": runner.requested_precision}
 
 
 def _gpu_env(runner) -> dict:

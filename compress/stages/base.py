@@ -181,7 +181,7 @@ PLUGINS_ENV = "COMPRESS_PLUGINS"
 # built-in stage modules: registered like plugins, by name, so that this module (which
 # every stage imports) imports no stage
 BUILTIN = ("compress.stages.distill", "compress.stages.export", "compress.stages.finetune",
-           "compress.stages.prune", "compress.stages.quantize")
+           "compress.stages.openvino", "compress.stages.prune", "compress.stages.quantize")
 
 
 def load_stages() -> None:

@@ -57,6 +57,22 @@ def onnx_agreement(reference: Path, output: Path) -> dict:
             "top1_agreement_vs_input": float(np.mean(ref.argmax(-1) == out.argmax(-1)))}
 
 
+def ov_agreement(reference: Path, output: Path) -> dict:
+    """Max abs diff and top-1 agreement of an OpenVINO IR (compiled at fp32) against the
+    model it came from (an ONNX model on ONNX Runtime, or an IR), on the sample texts."""
+    import numpy as np
+
+    from compress.encoding import Encoder, OrtModel
+    from compress.openvino import OvModel
+
+    feeds = Encoder(output)(SAMPLE_TEXTS, 64)
+    ref = (OrtModel(reference) if (Path(reference) / "model.onnx").is_file()
+           else OvModel(reference, threads=1, precision="fp32"))(feeds)
+    out = OvModel(output, threads=1, precision="fp32")(feeds)
+    return {"max_abs_diff_vs_input": float(np.max(np.abs(ref - out))),
+            "top1_agreement_vs_input": float(np.mean(ref.argmax(-1) == out.argmax(-1)))}
+
+
 def sample_outputs(model, tok, task: str):
     """A PyTorch model's outputs on SAMPLE_TEXTS: logits, or mean-pooled embeddings."""
     import torch

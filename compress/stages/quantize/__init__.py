@@ -1,10 +1,10 @@
 """quantize: one stage, several backends, chosen by the `backend` setting.
 
 The stage's config is a pydantic discriminated union on `backend`: each backend module
-(by family: `ort`, `pytorch` (torch.ao and torchao), `bnb`, `casts`) declares its config
-class with a `backend: Literal[...]` tag, the artifact kinds it accepts and produces, and
-where it runs (as data: see `compress.capabilities`), so that a wrong chain or an
-unsupported device is refused at validation, not after an hour of work.
+(by family: `ort`, `nncf` (OpenVINO), `pytorch` (torch.ao and torchao), `bnb`, `casts`)
+declares its config class with a `backend: Literal[...]` tag, the artifact kinds it
+accepts and produces, and where it runs (as data: see `compress.capabilities`), so that
+a wrong chain or an unsupported device is refused at validation, not after an hour of work.
 
 To add a backend: write its config and a `Backend` subclass decorated with `@backend` in
 the module of its family (or a new one imported below); the union picks it up.
@@ -17,7 +17,13 @@ from typing import Annotated, Union
 from pydantic import Field, TypeAdapter
 
 from compress.stages.base import Stage, StageConfig, register
-from compress.stages.quantize import bnb, casts, ort, pytorch  # noqa: F401 - registers backends
+from compress.stages.quantize import (  # noqa: F401 - registers backends
+    bnb,
+    casts,
+    nncf,
+    ort,
+    pytorch,
+)
 from compress.stages.quantize.backend import BACKENDS, OPTIMISED_LEVELS, Backend
 from compress.stages.quantize.ort import OrtDynamicInt8Config, detect_isa
 
@@ -25,7 +31,7 @@ __all__ = ["BACKENDS", "OPTIMISED_LEVELS", "Backend", "Quantize", "QuantizeConfi
            "detect_isa"]
 
 # backends are listed (messages, `compress stages`, capabilities) family by family
-FAMILIES = (ort, pytorch, casts, bnb)
+FAMILIES = (ort, nncf, pytorch, casts, bnb)
 _rank = {m.__name__: i for i, m in enumerate(FAMILIES)}
 _ordered = sorted(BACKENDS.items(), key=lambda item: _rank[type(item[1]).__module__])
 BACKENDS.clear()
