@@ -244,7 +244,7 @@ def test_readme_projection_error_figures_come_from_the_results_file():
     root = Path(__file__).resolve().parents[1]
     readme = " ".join(root.joinpath("README.md").read_text().split())
     m = re.search(r"median \|error\| ([\d.]+)% over (\d+) figures \(`(benchmarks/results/"
-                  r"projection_error-[\d-]+\.txt)`: encoders ([\d.]+)% over (\d+) forward rows, "
+                  r"projection_error-[\w-]+\.txt)`: encoders ([\d.]+)% over (\d+) forward rows, "
                   r"decode per token ([\d.]+)% over (\d+)", readme)
     assert m, "README no longer quotes the projection_error results file"
     text = root.joinpath(m.group(3)).read_text()
