@@ -14,29 +14,53 @@ as a decoder's weights) applied to one row, timed with and without a fixed block
 ops on a [1, 9, 1, 64] slice of each GEMV's output (multiply, two slices, negate, concat,
 add, two transposes, shape, reshape: the rotary/reshape pattern of a decoder layer). The
 difference divided by the small ops dispatched is the per-op cost in decode. The shapes
-are fixed up front, not a candidate's. The median of the passes is kept, as the measured
-latencies the projection is compared with are medians.
+are fixed up front, not a candidate's. The two chains are timed in alternating pairs and
+the median of the pairs' differences is kept: medians, as the measured latencies the
+projection is compared with are, and pairs, so that a slower stretch of a shared machine
+falls on both chains of a pair rather than on one of them.
 """
 
 from __future__ import annotations
 
 import statistics
+import time
 from pathlib import Path
 
 import numpy as np
 
-from compress.hardware.timing import ort_session, time_call
+from compress.hardware.timing import ort_session
 
 K, N, LAYERS = 576, 1536, 76      # 76 x 3.5 MB of fp32 weights: streams from DRAM
 SMALL_BLOCKS = 4                  # blocks of small ops after each GEMV
 ORT_BLOCK = 10                    # ONNX nodes per block
-TIME = {"budget_s": 0.8, "min_reps": 5, "max_reps": 40, "stat": statistics.median}
+TIME = {"budget_s": 1.6, "min_reps": 7, "max_reps": 60}
 
 
 def per_op(with_ops: float, without: float, ops: int) -> float:
     """Seconds per small op: the extra time of the chain with them, over their number
     (never negative: a noisy pair gives 0, not a credit)."""
     return max(0.0, (with_ops - without) / ops) if ops else 0.0
+
+
+def paired(without, with_ops, budget_s: float, min_reps: int, max_reps: int
+           ) -> tuple[float, float, float]:
+    """(median without, median with, median of the pairs' differences) in seconds, the
+    two calls alternated after one warm-up each."""
+    without()
+    with_ops()
+    a, b, start = [], [], time.perf_counter()
+    while len(a) < min_reps or (time.perf_counter() - start < budget_s and len(a) < max_reps):
+        for fn, out in ((without, a), (with_ops, b)):
+            t0 = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - t0)
+    return (statistics.median(a), statistics.median(b),
+            statistics.median(y - x for x, y in zip(a, b, strict=True)))
+
+
+def _result(ops: int, timed: tuple[float, float, float]) -> dict:
+    return {"layers": LAYERS, "small_ops": ops, "seconds_without": timed[0],
+            "seconds_with": timed[1], "per_op_s": per_op(timed[2], 0.0, ops)}
 
 
 def _ort_model(blocks: int):
@@ -85,20 +109,17 @@ def ort_decode_dispatch(threads: int, tmp: Path) -> dict:
     import onnx
 
     x = np.random.randn(1, K).astype(np.float32)
-    seconds = {}
+    sessions = {}
     for blocks in (0, SMALL_BLOCKS):
         path = tmp / f"dispatch{blocks}.onnx"
         onnx.save(_ort_model(blocks), str(path), save_as_external_data=True,
                   location=path.name + ".data")
-        sess = ort_session(str(path), threads)
+        sessions[blocks] = ort_session(str(path), threads)
         for f in tmp.glob(f"dispatch{blocks}.onnx*"):
             f.unlink()
-        seconds[blocks] = time_call(lambda s=sess: s.run(None, {"X": x}), **TIME)
-        del sess
-    ops = LAYERS * SMALL_BLOCKS * ORT_BLOCK
-    return {"layers": LAYERS, "small_ops": ops, "seconds_without": seconds[0],
-            "seconds_with": seconds[SMALL_BLOCKS],
-            "per_op_s": per_op(seconds[SMALL_BLOCKS], seconds[0], ops)}
+    timed = paired(lambda: sessions[0].run(None, {"X": x}),
+                   lambda: sessions[SMALL_BLOCKS].run(None, {"X": x}), **TIME)
+    return _result(LAYERS * SMALL_BLOCKS * ORT_BLOCK, timed)
 
 
 def torch_decode_dispatch(threads: int) -> dict:
@@ -133,16 +154,12 @@ def torch_decode_dispatch(threads: int) -> dict:
             return func(*args, **(kwargs or {}))
 
     x = torch.randn(1, 1, K)
-    seconds, ops = {}, {}
+    nets, ops = {}, {}
     with torch.inference_mode():
         for small in (0, SMALL_BLOCKS):
-            net = torch.nn.Sequential(*[Block(small) for _ in range(LAYERS)]).eval()
+            nets[small] = torch.nn.Sequential(*[Block(small) for _ in range(LAYERS)]).eval()
             with Count() as c:
-                net(x)
+                nets[small](x)
             ops[small] = c.ops
-            seconds[small] = time_call(lambda net=net: net(x), **TIME)
-            del net
-    n = ops[SMALL_BLOCKS] - ops[0]
-    return {"layers": LAYERS, "small_ops": n, "seconds_without": seconds[0],
-            "seconds_with": seconds[SMALL_BLOCKS],
-            "per_op_s": per_op(seconds[SMALL_BLOCKS], seconds[0], n)}
+        timed = paired(lambda: nets[0](x), lambda: nets[SMALL_BLOCKS](x), **TIME)
+    return _result(ops[SMALL_BLOCKS] - ops[0], timed)
