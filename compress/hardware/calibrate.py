@@ -26,6 +26,8 @@ Measures, for this machine's hardware class and each runtime (PyTorch eager, ONN
   or INT4 GEMV on one CPU core is bound by unpacking its weights, far below the bandwidth.
 - One memory efficiency (a DRAM-sized copy), one fixed overhead per kernel (chains of tiny
   ops), and ONNX Runtime's per-call host overhead.
+- The cost of one small op in a decode step (dispatch.py): tiny ops between DRAM-streaming
+  GEMVs, whose caches are cold, cost several times the hot chain's figure.
 - For groups and targets without a curve (GPUs, other classes), the scalar fit of the
   previous method is kept: one compute efficiency per precision and runtime, from the
   same GEMMs with the roofline form
