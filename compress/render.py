@@ -203,6 +203,8 @@ def calibration(console: Console, result: dict, path, threads: int) -> None:
                  for k, v in fit["kernel_overhead_us"].items()]
         rows += [[f"host overhead {k}", f"{v:.2f} us"]
                  for k, v in fit["host_overhead_us"].items()]
+        rows += [[f"decode overhead {k}", f"{v:.2f} us per op"]
+                 for k, v in (fit.get("decode_overhead_us") or {}).items()]
         for k, pts in (fit.get("gemm_curves") or {}).items():
             rows.append([f"GEMM efficiency curve {k}", "  ".join(
                 f"{e:.2f}@{f:.0e}" for f, e in pts[::max(1, len(pts) // 5)]) + " (eff@flops/call)"])

@@ -244,7 +244,7 @@ def test_readme_projection_error_figures_come_from_the_results_file():
     root = Path(__file__).resolve().parents[1]
     readme = " ".join(root.joinpath("README.md").read_text().split())
     m = re.search(r"median \|error\| ([\d.]+)% over (\d+) figures \(`(benchmarks/results/"
-                  r"projection_error-[\d-]+\.txt)`: encoders ([\d.]+)% over (\d+) forward rows, "
+                  r"projection_error-[\w-]+\.txt)`: encoders ([\d.]+)% over (\d+) forward rows, "
                   r"decode per token ([\d.]+)% over (\d+)", readme)
     assert m, "README no longer quotes the projection_error results file"
     text = root.joinpath(m.group(3)).read_text()
@@ -258,7 +258,11 @@ def test_readme_projection_error_figures_come_from_the_results_file():
     for phase, med, n in (("forward", m.group(4), m.group(5)),
                           ("decode/token", m.group(6), m.group(7))):
         assert len(errors[phase]) == int(n)
-        assert f"{statistics.median(errors[phase]):.1f}" == med
+        # the rows print one decimal: their median may differ from the file's by rounding
+        assert abs(statistics.median(errors[phase]) - float(med)) <= 0.051
+    for label, med in (("encoders (forward)", m.group(4)), ("decode per token", m.group(6))):
+        line = re.search(re.escape(label) + r": \d+ figures; median \|error\| ([\d.]+)%", text)
+        assert line is None or line.group(1) == med
 
 
 def test_ort_cuda_runs_fp32_matmuls_as_tf32_where_the_gpu_has_it(cat):

@@ -26,6 +26,8 @@ Measures, for this machine's hardware class and each runtime (PyTorch eager, ONN
   or INT4 GEMV on one CPU core is bound by unpacking its weights, far below the bandwidth.
 - One memory efficiency (a DRAM-sized copy), one fixed overhead per kernel (chains of tiny
   ops), and ONNX Runtime's per-call host overhead.
+- The cost of one small op in a decode step (dispatch.py): tiny ops between DRAM-streaming
+  GEMVs, whose caches are cold, cost several times the hot chain's figure.
 - For groups and targets without a curve (GPUs, other classes), the scalar fit of the
   previous method is kept: one compute efficiency per precision and runtime, from the
   same GEMMs with the roofline form
@@ -64,6 +66,7 @@ class ClassFit(Record):
     gemm_curves: dict[str, list[list[float]]] = {}
     vector_rates: dict[str, dict[str, list[list[float]]]] = {}
     gemv_rates: dict[str, list[list[float]]] = {}
+    decode_overhead_us: dict[str, float] = {}
 
 
 class Calibration(Record):
@@ -98,6 +101,10 @@ FACTORS = {
                          "reaches",
     "kernel_overhead_us": "fixed cost per op dispatch (PyTorch eager) or graph node (ORT), "
                           "from chains of tiny ops",
+    "decode_overhead_us": "cost per small op or graph node in a decode step: tiny ops "
+                          "interleaved with DRAM-streaming batch-1 GEMVs (dispatch.py), so "
+                          "they run with cold caches as a decode step's do; charged for "
+                          "every non-GEMM op a decode step dispatches",
     "host_overhead_us": "fixed cost per inference call, charged once: ORT session.run (a "
                         "chain of tiny nodes extrapolated to none); PyTorch a module call "
                         "around one tiny op (numpy feeds in, inference_mode, numpy out) "
@@ -291,6 +298,10 @@ def calibrate(threads: int = 1, catalog: Catalog | None = None, name: str | None
             "gemm_curves": {k: v for k, v in curves.items() if v},
             "vector_rates": rates,
             "gemv_rates": gemv,
+            "decode_overhead_us": {
+                fw: b["decode_dispatch"]["per_op_s"] * 1e6
+                for fw, b in (("pytorch", tb), ("onnxruntime", ob))
+                if (b.get("decode_dispatch") or {}).get("per_op_s")},
         }},
         "factors": FACTORS,
         "load_average": {"before": load_before, "after": mb.loadavg()},
@@ -300,8 +311,9 @@ def calibrate(threads: int = 1, catalog: Catalog | None = None, name: str | None
         "method": "micro-benchmarks only (GEMMs and attention-shaped batched matmuls over a "
                   "grid of sizes per precision and runtime, batch-1 GEMV chains over "
                   "DRAM-sized weights per format, vector ops, memory copy, chains "
-                  "of tiny ops); size curves of GEMM efficiency, vector-op rates, and a "
-                  "relative-error fit of the roofline form for the scalar fallbacks",
+                  "of tiny ops, hot and between DRAM-streaming GEMVs); size curves of "
+                  "GEMM efficiency, vector-op rates, and a relative-error fit of the "
+                  "roofline form for the scalar fallbacks",
     }
     return result
 
@@ -349,7 +361,8 @@ def check_calibration(cal, path: Path) -> None:
     for name, fit in classes.items():
         if not isinstance(fit, dict):
             raise bad(f"classes.{name}", "an object")
-        for fld in ("compute_efficiency", "kernel_overhead_us", "host_overhead_us"):
+        for fld in ("compute_efficiency", "kernel_overhead_us", "host_overhead_us",
+                    "decode_overhead_us"):
             v = fit.get(fld, {})
             if not isinstance(v, dict) or not all(
                     isinstance(x, number) and not isinstance(x, bool) and math.isfinite(x)

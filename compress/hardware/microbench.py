@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from compress.hardware.dispatch import ort_decode_dispatch, torch_decode_dispatch
 from compress.hardware.gemv import ort_gemv, torch_gemv
 from compress.hardware.timing import llc_mb as _llc_mb
 from compress.hardware.timing import loadavg  # noqa: F401 - callers import it from here
@@ -127,6 +128,7 @@ def torch_benchmarks(threads: int) -> dict:
         out["tiny"] = s
         out["call"] = _time(torch_call(threads), budget_s=0.08, max_reps=2000)
         out["gemv"] = torch_gemv()
+        out["decode_dispatch"] = torch_decode_dispatch(threads)
         try:  # torch.ao dynamic INT8 Linear (fbgemm/onednn), what torch-dynamic-int8 runs
             from torch.ao.nn.quantized.dynamic import Linear as QLinear
 
@@ -262,4 +264,5 @@ def ort_benchmarks(threads: int) -> dict:
             s = _time(lambda s=sess: s.run(None, {"X": x}))
             out["chain"].append({"nodes": n, "seconds": s})
         out["gemv"] = ort_gemv(threads, Path(tmp))
+        out["decode_dispatch"] = ort_decode_dispatch(threads, Path(tmp))
     return out

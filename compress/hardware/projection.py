@@ -68,10 +68,27 @@ class CandidateModel:
         self.info = info or inspect_artifact(artifact_path, kind)
         self.arch = None
         self.error = None
+        self._dispatch: dict[int, int | None] = {}
         try:
             self.arch = arch_from(self.info)
         except (ValueError, TypeError, KeyError) as exc:
             self.error = f"cannot count the work: {exc}"
+
+    def decode_dispatch_ops(self, prompt: int) -> int | None:
+        """The non-GEMV ops one decode step dispatches, counted from this artifact (ONNX:
+        the nodes ORT runs; PyTorch: the eager ops of its architecture), or None."""
+        if prompt not in self._dispatch:
+            from compress.hardware.nodes import eager_decode_ops, ort_node_counts
+
+            counts, path = None, self.info.path
+            if self.info.framework == "onnxruntime" and path is not None:
+                onnx_files = sorted(path.glob("*.onnx"))
+                counts = ort_node_counts(onnx_files[0]) if onnx_files else None
+                counts = counts and {"ops": counts["nodes"], "gemv": counts["gemv"]}
+            elif self.arch is not None and self.info.config:
+                counts = eager_decode_ops(self.info.config, self.arch.n_layers, prompt)
+            self._dispatch[prompt] = counts["ops"] - counts["gemv"] if counts else None
+        return self._dispatch[prompt]
 
     def supported(self, target: Target, catalog: Catalog) -> list[tuple[str, str | None]]:
         """(runtime, reason or None) for every runtime of its framework on the target."""
@@ -96,8 +113,13 @@ class CandidateModel:
         act = first.activation_bytes
         request = p1.ms
         if setting.gen_tokens:
+            # counted dispatches only where their cost in decode was measured (CPU classes
+            # calibrated with dispatch.py); elsewhere the per-layer estimate stays
+            ops = self.decode_dispatch_ops(setting.seq_len) \
+                if eff.decode_overhead_s else None
             dec = count_work(info, catalog.formats, batch_size, setting.seq_len, "decode",
-                             context=setting.decode_context, arch=self.arch)
+                             context=setting.decode_context, arch=self.arch,
+                             dispatch_ops=ops)
             p2 = project(dec, target, runtime, eff, scale, mm)
             out.decode_ms_per_token = p2.ms
             request += setting.gen_tokens * p2.ms

@@ -24,6 +24,11 @@ Both are still max()-ed with the memory time, which covers weights streamed from
   and the GEMM-curve compute time.
 - A vector op costs at least its dispatch (kernels x overhead): at decode sizes (one row)
   the per-element rates measured on larger tensors would make it nearly free.
+- In a decode step every dispatch runs with caches the GEMVs just flushed: where the
+  calibration measured it (`decode_overhead_us`, dispatch.py), each non-GEMV op of a
+  decode step costs that, not the hot-chain `kernel_overhead_us`; and the ops counted
+  from the artifact's own graph or eager code path (nodes.py) are charged, not a
+  per-layer estimate (the group "other ops").
 
 A candidate is projected only through a runtime that can run THIS artifact at its
 precision (the catalog's runtime table, the target's compute capability and peaks);
@@ -52,6 +57,7 @@ class Efficiency:
     curves: dict[str, list] = field(default_factory=dict)        # calibrate.py `gemm_curves`
     vector_rates: dict[str, dict] = field(default_factory=dict)  # runtime -> op -> table
     gemv_rates: dict[str, list] = field(default_factory=dict)    # "runtime:format" -> table
+    decode_overhead_s: float | None = None   # per op in a decode step (cold), if measured
 
     def gemv_rate(self, runtime: str, fmt: str | None, bytes_per_call: float
                   ) -> float | None:
@@ -121,7 +127,10 @@ def efficiency_for(target: Target, catalog: Catalog, framework: str,
             default_compute=d.compute_efficiency,
             curves=dict(cls.get("gemm_curves") or {}),
             vector_rates=dict(cls.get("vector_rates") or {}),
-            gemv_rates=dict(cls.get("gemv_rates") or {}))
+            gemv_rates=dict(cls.get("gemv_rates") or {}),
+            decode_overhead_s=(float((cls.get("decode_overhead_us") or {})[framework]) / 1e6
+                               if framework in (cls.get("decode_overhead_us") or {})
+                               else None))
     return Efficiency({}, d.memory_efficiency, d.kernel_overhead_us[target.kind] / 1e6,
                       d.host_overhead_us[target.kind] / 1e6,
                       default_efficiency_label(target.kind),
@@ -196,6 +205,8 @@ def project(work: Work, target: Target, runtime: str, eff: Efficiency,
     `matmul_precision` maps a precision to the one the runtime's matmuls run at by default
     where the target has it (the catalog's runtime field: ORT CUDA runs fp32 as tf32)."""
     bw = target.bandwidth() * eff.memory
+    kov = eff.decode_overhead_s if work.phase == "decode" and eff.decode_overhead_s \
+        else eff.kernel_overhead_s
     rows, total, comp_s, mem_s, over_s = [], 0.0, 0.0, 0.0, 0.0
     for g in work.groups:
         c, kernels, how = 0.0, g.kernels, "scalar"
@@ -223,7 +234,7 @@ def project(work: Work, target: Target, runtime: str, eff: Efficiency,
             rate = eff.vector_rate(runtime, g.op, g.elements_per_call, g.precision)
             if rate:
                 # never below its dispatch: at one row the rate of a large tensor is no guide
-                c, how = max(g.elements / rate, kernels * eff.kernel_overhead_s), "vector rate"
+                c, how = max(g.elements / rate, kernels * kov), "vector rate"
                 kernels = 0
         m = g.bytes / bw if bw else 0.0
         if gemv:
@@ -231,7 +242,7 @@ def project(work: Work, target: Target, runtime: str, eff: Efficiency,
             m = g.weight_bytes / gemv + g.act_bytes / bw if bw else g.weight_bytes / gemv
             c = c if work.batch_size * work.seq_len > 1 else 0.0
             kernels, how = 0, "gemv rate"
-        o = kernels * kernel_scale * eff.kernel_overhead_s
+        o = kernels * kernel_scale * kov
         t = max(c, m) + o
         rows.append({"group": g.name, "precision": precision, "compute_ms": c * 1e3,
                      "memory_ms": m * 1e3, "overhead_ms": o * 1e3, "time_ms": t * 1e3,

@@ -200,12 +200,16 @@ class Work:
 
 def count_work(info: ArtifactInfo, formats: dict, batch_size: int, seq_len: int,
                phase: str = "forward", context: int | None = None,
-               arch: Arch | None = None) -> Work:
+               arch: Arch | None = None, dispatch_ops: int | None = None) -> Work:
     """FLOPs and bytes of one inference of `info` at (batch, seq_len) in `phase`.
 
     phase forward/prefill: `seq_len` tokens per sequence, attention over them.
     phase decode: one new token per sequence, attention over `context` cached tokens.
     `formats` is the catalog's format table (weight bits, compute precision).
+    `dispatch_ops` (decode): the non-GEMV ops or graph nodes one decode step really
+    dispatches, counted (hardware/nodes.py); the ops the per-layer groups do not cover
+    (rotary embedding, KV-cache concat, shape arithmetic, masks) become the group
+    "other ops", charged per dispatch.
     """
     arch = arch or arch_from(info)
     fmt = formats.get(info.format) if info.format else None
@@ -293,6 +297,11 @@ def count_work(info: ArtifactInfo, formats: dict, batch_size: int, seq_len: int,
     elif arch.num_labels:
         gemm("head", H, H)
         gemm("head", H, arch.num_labels)
+    if phase == "decode" and dispatch_ops is not None:
+        covered = sum(g.kernels for g in groups.values() if g.kind not in ("gemm", "head"))
+        if dispatch_ops > covered:
+            add("other ops", "dispatch", float_p, k=dispatch_ops - covered)
+        work.notes.append(f"decode dispatches {dispatch_ops} non-GEMV ops (counted)")
     work.groups = list(groups.values())
     work.resident_bytes = info.weight_bytes or _weights_estimate(arch, wbits)
     peak_act = max(B * T * max(ly.intermediate for ly in arch.layers) * abytes * 2,
