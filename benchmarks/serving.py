@@ -181,6 +181,15 @@ class Server:
         self.log.unlink(missing_ok=True)
 
 
+def _git_head() -> str:
+    try:
+        out = subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
+                             capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -268,7 +277,7 @@ def main() -> int:
     say(f"# serving benchmark, {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC")
     say(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
         f"load average before {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}")
-    say(f"command: {' '.join(sys.argv)}")
+    say(f"command: {' '.join(sys.argv)}; code: {_git_head()}")
     say(f"candidate {a.candidate} ({row['kind']}) from {run.path}; server: LitServe "
         f"max_batch_size {a.max_batch}, batch_timeout {a.delay_ms:g} ms, 1 worker, ORT 1 "
         f"thread, {seq_len} tokens padded; server on core 0, load generator on core 1; "
