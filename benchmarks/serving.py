@@ -23,7 +23,9 @@ ONNX Runtime (1 thread), pinned to core 0 with its HTTP front end; the load gene
    (ServiceCurve overhead_ms and per_request_ms).
 2. Before each rate, the open-loop capacity at the served max batch is measured again the
    same way (a core's speed drifts on a shared machine): it scales the whole curve, and
-   the rate is 30%, 60% or 85% of it.
+   the rate is 30%, 60% or 85% of it. With --fixed it is only printed: the curve and the
+   rates keep the first measurement (on a quiet machine the overload figure moved 90 ->
+   114/s within minutes: benchmarks/results/serving-2026-11-29-b.txt).
 3. The prediction: compress.decide.serving.simulate with that curve, one worker, the
    served max batch and delay, and LitServe's batching policy ("window": a free worker
    collects for batch_timeout from the moment it is free, or until max batch requests
@@ -248,6 +250,9 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--loads", default="0.3,0.6,0.85")
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--fixed", action="store_true",
+                    help="curve and rates from the first capacity only (re-measured ones "
+                         "are printed, not used)")
     a = ap.parse_args()
 
     from compress.decide.cost import _sigma, measured_curves
@@ -320,7 +325,9 @@ def main() -> int:
                         f"k={k} {model_curve.first(k) + fixed + per * k:.1f}" for k in sizes))
                 seq = float(np.median(asyncio.run(sequential(server.url, 100))))
                 say(f"  one request at a time: median {seq:.2f} ms end to end")
-            scale = first_capacity / capacity
+            scale = 1.0 if a.fixed else first_capacity / capacity
+            if a.fixed:
+                capacity = first_capacity
             sc = ServiceCurve(tuple(sizes), tuple(v * scale for v in model["p50"][:len(sizes)]),
                               sigma=sigma, overhead_ms=fixed * scale,
                               per_request_ms=per * scale)
