@@ -48,6 +48,37 @@ def test_batch_formation_waits_for_the_delay_at_low_load():
     assert r0.p50_ms == pytest.approx(2.0, rel=0.05)
 
 
+def test_litserve_window_policy_collects_from_when_the_worker_is_free():
+    # LitServe (litserve/loops/base.py collate_requests): a free worker collects for
+    # batch_timeout from the moment it is free, in back-to-back windows while idle; a lone
+    # request lands anywhere in a window, so it waits half the delay on average, where
+    # Triton's policy (a partial batch goes once its oldest waited the delay) waits all of it
+    w = simulate(GPU, 2.0, 1, 8, 20.0, 4000, policy="window")
+    o = simulate(GPU, 2.0, 1, 8, 20.0, 4000, policy="oldest")
+    assert w.mean_ms == pytest.approx(2.0 + 10.0, rel=0.06) and w.mean_batch < 1.05
+    assert o.p50_ms == pytest.approx(22.0, rel=0.02)
+    assert w.p95_ms <= 2.0 + 20.0 + 0.5
+
+
+def test_per_request_server_work_grows_with_the_batch():
+    # a server's own work per request (HTTP, JSON, tokenisation: ~3 ms on the benchmark's
+    # LitServe) is not amortised by batching: a batch of 8 of a 7.5 ms/request model
+    # holds the worker 53 + 1.4 + 8 x 3.1 ms, and the worker's capacity falls from 147/s to
+    # 101/s, which the per-batch overhead alone cannot express
+    model = ServiceCurve((1, 8), (7.5, 53.0), sigma=0.01, overhead_ms=1.4)
+    served = ServiceCurve((1, 8), (7.5, 53.0), sigma=0.01, overhead_ms=1.4,
+                          per_request_ms=3.1)
+    assert served.service(1) == pytest.approx(7.5 + 1.4 + 3.1)
+    assert served.service(8) == pytest.approx(53.0 + 1.4 + 24.8)
+    assert model.capacity(1, 8) == pytest.approx(147.1, abs=0.1)
+    assert served.capacity(1, 8) == pytest.approx(101.0, abs=0.1)
+    # at 90 requests/s the model alone is at 61% of capacity, the served worker at 89%
+    a = simulate(model, 90.0, 1, 8, 2.0, 12000, policy="window")
+    b = simulate(served, 90.0, 1, 8, 2.0, 12000, policy="window")
+    assert b.utilisation == pytest.approx(90.0 / 101.0, abs=0.01)
+    assert b.p95_ms > 2 * a.p95_ms and b.mean_batch > a.mean_batch
+
+
 def test_an_slo_that_only_more_instances_can_meet():
     # 150 requests/s; one worker serves 100/s at any batch (linear curve): capacity alone
     # needs 2 instances, but at 75% load the p95 queue wait breaks a 25 ms SLO

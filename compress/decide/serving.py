@@ -47,14 +47,20 @@ class ServiceCurve:
     For causal LMs `first_ms` is the prefill and `decode_ms` the per-token decode at each
     batch size, and a batch takes prefill + gen_tokens x decode; otherwise `first_ms` is
     the forward pass. Between two sizes the time is interpolated linearly; beyond the
-    largest size nothing is assumed (the batcher never forms a larger batch)."""
+    largest size nothing is assumed (the batcher never forms a larger batch).
+
+    A server adds work of its own: `overhead_ms` once per batch, and `per_request_ms` for
+    each request in it (HTTP, (de)serialisation, tokenisation, the server's queues). The
+    per-request part grows with the batch, so batching amortises only the per-batch part:
+    on a CPU whose model time is ~linear in the batch, it caps what batching can buy."""
 
     batch_sizes: tuple[int, ...]
     first_ms: tuple[float, ...]
     decode_ms: tuple[float, ...] | None = None
     gen_tokens: int = 0
     sigma: float = 0.06                  # lognormal spread of a batch's service time
-    overhead_ms: float = 0.0             # per batch (server, (de)serialisation)
+    overhead_ms: float = 0.0             # per batch (the server's fixed work)
+    per_request_ms: float = 0.0          # per request in the batch (HTTP, JSON, tokens)
     provenance: str = "measured"
 
     def __post_init__(self):
@@ -74,8 +80,9 @@ class ServiceCurve:
         return float(np.interp(k, bs, values))
 
     def first(self, k: int) -> float:
-        """Forward (or prefill) of a batch of k, with the per-batch overhead."""
-        return self._interp(self.first_ms, k) + self.overhead_ms
+        """Forward (or prefill) of a batch of k, with the server's per-batch and
+        per-request work."""
+        return self._interp(self.first_ms, k) + self.overhead_ms + self.per_request_ms * k
 
     def decode(self, k: int) -> float:
         return self._interp(self.decode_ms, k) if self.decode_ms else 0.0
