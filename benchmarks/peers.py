@@ -66,7 +66,7 @@ def candidates(run_dir: Path) -> list[dict]:
             else []
         out.append({"name": f"{recipe}:{r['candidate']}", "kind": r["kind"],
                     "path": r["artifact_path"], "same_arch": not set(stages) & set(DIST),
-                    "role": r.get("role")})
+                    "baseline": r.get("baseline") == r["candidate"]})
     return out
 
 
@@ -204,7 +204,7 @@ def main() -> int:
     calib = splits["train"]["text"].astype(str).tolist()[: args.calibration]
     if args.teacher_run:
         demo = candidates(args.teacher_run)
-        teacher = next(c for c in demo if c["role"] == "baseline")
+        teacher = next(c for c in demo if c["baseline"])
         onnx = next(c for c in demo if c["kind"] == "onnx")
     else:
         teacher, onnx = {"path": str(args.teacher)}, {"path": str(args.onnx)}
@@ -219,7 +219,7 @@ def main() -> int:
     nncf_s = time.perf_counter() - t0
     ov_default = OvDefault(nncf_dir)
     flows["openvino-nncf-default"] = ov_default
-    ours = [c for r in args.compress_run for c in candidates(r) if c["role"] != "baseline"]
+    ours = [c for r in args.compress_run for c in candidates(r) if not c["baseline"]]
     ours += [artifact(d) for d in args.candidate]
     for i, (name, settings) in enumerate(VARIANTS.items()):
         path = compress_quantize(Path(onnx["path"]), tmp / f"v{i}", settings, calib)
@@ -289,10 +289,10 @@ def report(rows, pt, ovd, best_same, best_all, by, max_drop, args, isa, nncf_s, 
            f"# optimum config: AutoQuantizationConfig.{isa}(is_static=False) (this CPU's ISA);"
            f" NNCF default INT8: {args.calibration} training articles, {nncf_s:.0f} s; "
            f"OpenVINO default precision here: {ov_prec}", "",
-           f"{'flow':<44} {'p50 ms':>8} {'vs pt':>7} {'vs ov':>7}  {'accuracy':<22} "
+           f"{'flow':<50} {'p50 ms':>8} {'vs pt':>7} {'vs ov':>7}  {'accuracy':<22} "
            f"{'Δ vs teacher (paired)':<24}"]
     for r in sorted(rows, key=lambda r: r["p50"]):
-        out.append(f"{r['flow'][:44]:<44} {r['p50']:8.2f} {pt / r['p50']:6.2f}x "
+        out.append(f"{r['flow']:<50} {r['p50']:8.2f} {pt / r['p50']:6.2f}x "
                    f"{ovd / r['p50']:6.2f}x  {r['acc']:.4f} [{r['acc_lo']:.3f}, "
                    f"{r['acc_hi']:.3f}]  {r['delta']:+.4f} [{r['d_lo']:+.3f}, {r['d_hi']:+.3f}]")
     out.append("")
