@@ -16,10 +16,9 @@ from compress.hardware.catalog import load_catalog
 from compress.hardware.formats import ArtifactInfo
 from compress.hardware.roofline import Efficiency, efficiency_for, project
 from compress.hardware.work import count_work
+from tests.test_projection_decode import LLAMA as LLAMA_2_LAYERS
 
-LLAMA = {"model_type": "llama", "hidden_size": 64, "num_hidden_layers": 3,
-         "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 128,
-         "vocab_size": 1000, "architectures": ["LlamaForCausalLM"]}
+LLAMA = {**LLAMA_2_LAYERS, "num_hidden_layers": 3}
 
 
 @pytest.fixture(scope="module")
