@@ -136,6 +136,28 @@ def test_fit_roofline_recovers_known_factors():
     assert o == pytest.approx(5e-6, rel=0.2)
 
 
+@pytest.mark.parametrize("text, names", [
+    ("defaults: {kernel_overhead_us: {gpu: 5.0, tpu: 1.0}}\n", "tpu"),
+    ("targets:\n  - {name: T4, peak_tflops: {fp32: 8.1, fp61: 1.0}}\n", "fp61"),
+    ("targets:\n  - {name: c7i.large, flops_per_cycle: {fp32: 64, int7: 9}}\n", "int7"),
+    ("runtimes:\n  ort-cpu: {device: cpu, framework: onnxruntime,\n"
+     "    fast: {fp32: 0.0, int8-dynamic-ortt: 0.0}}\n", "int8-dynamic-ortt"),
+    ("runtimes:\n  ort-cuda: {device: gpu, framework: onnxruntime, fast: {fp32: 0.0},\n"
+     "    batch_max: {int4-weight-onyl: 1}}\n", "int4-weight-onyl"),
+])
+def test_catalog_maps_refuse_unknown_keys(tmp_path, text, names):
+    """A misspelt precision, device or format key in a catalog map is an error naming the
+    file and the key: before, it was accepted and the fact it stated silently ignored
+    (a `fast:` entry for a format that does not exist states no capability at all)."""
+    from compress.errors import InputError
+
+    path = tmp_path / "mine.yaml"
+    path.write_text(text)
+    with pytest.raises(InputError, match=names) as err:
+        load_catalog([path])
+    assert str(path) in str(err.value)
+
+
 def test_user_catalog_and_prices_merge(tmp_path):
     extra = tmp_path / "mine.yaml"
     extra.write_text("targets:\n  - {name: T4, memory_gb: 15}\n"

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -29,7 +29,10 @@ from compress.yamlsource import describe_error, refuse_absurd_numbers
 CATALOG_FILE = Path(__file__).with_name("catalog.yaml")
 PRICE_DIR = Path(__file__).with_name("prices")
 DEFAULT_PRICE_BOOKS = (PRICE_DIR / "on-demand-2026.yaml",)
-PRECISIONS = ("fp32", "tf32", "fp16", "bf16", "fp8", "int8", "int4")
+# keys of the maps below are checked, so a misspelt one is an error and not a silent no-op
+Precision = Literal["fp32", "tf32", "fp16", "bf16", "fp8", "int8", "int4"]
+PRECISIONS = get_args(Precision)
+Device = Literal["gpu", "cpu"]
 
 
 class _Strict(BaseModel):
@@ -42,10 +45,10 @@ class _Strict(BaseModel):
 class Defaults(_Strict):
     compute_efficiency: float = Field(0.7, gt=0, le=1)
     memory_efficiency: float = Field(0.9, gt=0, le=1)
-    kernel_overhead_us: dict[str, float] = {"gpu": 5.0, "cpu": 2.0}
-    host_overhead_us: dict[str, float] = {"gpu": 50.0, "cpu": 50.0}
+    kernel_overhead_us: dict[Device, float] = {"gpu": 5.0, "cpu": 2.0}
+    host_overhead_us: dict[Device, float] = {"gpu": 50.0, "cpu": 50.0}
     p95_over_p50: float = Field(1.1, ge=1)
-    workspace_gb: dict[str, float] = {"gpu": 0.5, "cpu": 0.2}
+    workspace_gb: dict[Device, float] = {"gpu": 0.5, "cpu": 0.2}
 
 
 class Format(_Strict):
@@ -83,14 +86,14 @@ class Target(_Strict):
     hw_class: str = Field(description="calibration class; 'detect' for the machine at hand")
     memory_gb: float = Field(ge=0)
     bandwidth_gbps: float = Field(ge=0)
-    peak_tflops: dict[str, float] = Field({}, description="dense peak per precision (GPU)")
+    peak_tflops: dict[Precision, float] = Field({}, description="dense peak per precision (GPU)")
     compute_capability: float | None = None
     ray_accelerator: str | None = Field(None, description="GPU: Ray's accelerator type of "
                                         "this model (the accelerator_type:<name> resource)")
     cores: int | None = Field(None, ge=0, description="CPU: physical cores")
     vcpus: int | None = None
     clock_ghz: float | None = None
-    flops_per_cycle: dict[str, float] = Field({}, description="CPU: per core, per precision")
+    flops_per_cycle: dict[Precision, float] = Field({}, description="CPU: per core, per precision")
     price_per_hour: float | None = Field(None, ge=0)
     price_source: str | None = Field(None, description="one line: where the price comes "
                                                        "from (set by the loader)")
@@ -168,6 +171,20 @@ class Catalog:
         """For reports: which files, price books and prices produced the figures."""
         return {"catalog_files": self.sources, "price_files": self.price_files,
                 "price_books": self.price_books, "prices": self.prices()}
+
+
+FORMAT_KEYED = ("fast", "slow", "batch_max", "requires", "matmul_precision")
+
+
+def _check_format_keys(path, runtimes: dict[str, Runtime], formats: dict[str, Format]) -> None:
+    """A runtime's per-format facts must name formats the catalog has: a misspelt one
+    would otherwise be ignored, and the capability it states silently lost."""
+    for name, rt in runtimes.items():
+        for fld in FORMAT_KEYED:
+            for key in getattr(rt, fld) or {}:
+                if key not in formats:
+                    raise InputError(f"{path}: runtimes.{name}.{fld}: unknown format {key!r}; "
+                                     f"expected one of: {', '.join(sorted(formats))}")
 
 
 def _read(path: Path) -> CatalogFile:
@@ -290,6 +307,7 @@ def load_catalog(extra: list[str | Path] | None = None,
         if cf.defaults is not None:
             defaults = cf.defaults
         formats.update(cf.formats)
+        _check_format_keys(path, cf.runtimes, formats)
         runtimes.update(cf.runtimes)
         for t in cf.targets:
             if not isinstance(t.get("name"), str):
