@@ -46,7 +46,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import re
 import shutil
@@ -63,6 +62,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.concurrent_runs import build_assets  # noqa: E402 - after the path setup
+from compress.provenance import cpu_model  # noqa: E402
 
 RECIPE = """\
 name: tiny-chaos
@@ -408,18 +408,8 @@ def _ok(t: dict, wanted: int) -> bool:
             and 3 * t["resumed_from_checkpoint"] >= t["training_kills"])
 
 
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def report(args, lines: list[str], totals: dict, phases: dict, t_start: float) -> str:
-    head = [f"# benchmarks/chaos.py, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {_cpu()} "
+    head = [f"# benchmarks/chaos.py, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {cpu_model()} "
             f"({os.cpu_count()} cores, no GPU, load average {os.getloadavg()[0]:.1f})",
             f"# command: nice -n 10 .venv/bin/python benchmarks/chaos.py --kills {args.kills} "
             f"--seed {args.seed}",

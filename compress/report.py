@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import html
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import pandas as pd
 
 from compress import report_plots as P
 from compress.provenance import describe_git
+from compress.quality_checks import _num
 from compress.results import Run, load_run
 
 CSS = """
@@ -45,14 +45,6 @@ class Report:
     plots: dict[str, list[Path]] = field(default_factory=dict)
     winner: dict | None = None
     decision: str = ""          # where the recommendation came from (saved / recomputed)
-
-
-def _num(v):
-    try:
-        v = float(v)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(v) else v
 
 
 def _e(v) -> str:

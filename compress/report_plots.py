@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from compress.quality_checks import _num
 from compress.results import LOWER_IS_BETTER
 
 MIN_BAR_FRACTION = 0.25   # aimed at; the test holds every plot to at least 0.2
@@ -124,14 +125,6 @@ def latency_size_plot(summary: pd.DataFrame, plt):
                  f"{first.get('seq_len', '-')} tokens, {first.get('threads', '-')} thread(s))")
     ax.grid(alpha=.3)
     return fig
-
-
-def _num(v):
-    try:
-        v = float(v)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(v) else v
 
 
 def cost_scale(costs: list[float], focus: float) -> tuple[str, float, float]:
