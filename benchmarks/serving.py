@@ -4,33 +4,39 @@
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/serving.py RUN_DIR [--candidate int8]
         [--requests 2000] [--max-batch 8] [--delay-ms 2] [--seed 0] [--out FILE]
 
-RUN_DIR is a finished `compress run` whose suite measured the candidate's latency at
-several batch sizes up to --max-batch (see benchmarks/serving-recipe.yaml), with 1 thread.
+RUN_DIR is a finished `compress run` holding the candidate's artifact, measured at batch
+sizes up to --max-batch (see benchmarks/serving-recipe.yaml); compress's model-only curve
+is printed beside the server's for reference, the prediction does not use it.
 
 The server: LitServe (max_batch_size, batch_timeout, 1 worker) serving the ONNX model with
-ONNX Runtime (1 thread), pinned to core 0 with its HTTP front end; the load generator
-(asyncio + aiohttp) runs on core 1. Latency is end to end, measured at the client.
+ONNX Runtime (1 thread); the server and every process it spawns (HTTP front end, the
+multiprocessing manager of its queues, the inference worker) are pinned to core 0, the
+load generator (asyncio + aiohttp) to core 1. Latency is end to end, measured at the client.
 
-1. The server's service curve, measured before any load test and never fitted to one:
-   for each batch size k of the run's curve, the same server capped at max batch k is
-   driven open loop above its capacity (seeded Poisson arrivals at 1.15x a closed-loop
-   estimate, raised until at least k requests wait at every completion of the middle
-   half); there, m = the mean batch that formed (the server's batch log) and s = m /
-   throughput is how long one batch of m holds the core. What the model alone does not
-   explain, s - (compress's model-only p50 at m), is the server's own work: least squares
-   gives a part per batch and a part per request (HTTP, JSON, tokenisation and LitServe's
-   queues, all on core 0). The serving model's curve is the model's p50 plus both parts
-   (ServiceCurve overhead_ms and per_request_ms).
-2. Before each rate, the open-loop capacity at the served max batch is measured again the
-   same way (a core's speed drifts on a shared machine): it scales the whole curve, and
-   the rate is 30%, 60% or 85% of it. With --fixed it is only printed: the curve and the
-   rates keep the first measurement (on a quiet machine the overload figure moved 90 ->
-   114/s within minutes: benchmarks/results/serving-2026-11-29-b.txt).
+1. The prediction's inputs, measured on that same server before any load test and never
+   fitted to one, in --calib-rounds rounds (the median is used, the spread recorded):
+   - the batch service curve: the worker times its own predict path (tokenise + ORT) on
+     batches of each size k, back to back, in the serving process (a `calibrate` request,
+     benchmarks/serving_server.py): s_model(k), and its p95/p50 for the spread;
+   - the server's per-request CPU work beyond the model (HTTP, JSON, LitServe's queues),
+     which shares core 0 with the model: requests one at a time, the CPU time of the
+     server's whole process tree (psutil) per request, less what the tree burns idle
+     (LitServe's worker polls its queue through the manager every window: measured with
+     no request) and less the model's own CPU time (the server's batch log); converted to
+     wall time by the share of core 0 the worker got (model CPU / model wall). It enters
+     the curve as ServiceCurve.per_request_ms: it holds the core, so it lowers capacity;
+   - the fixed latency outside the worker (the hops HTTP -> queue -> worker -> back when
+     they wait rather than compute): the median end-to-end latency of those requests less
+     the model's wall time, the per-request work and half the batch window (a lone request
+     lands anywhere in LitServe's window): ServiceCurve.transit_ms, added to every
+     request's latency, not to the service time.
+2. The capacity is the curve's: max batch / s(max batch) with s(k) = s_model(k) + k x
+   per_request_ms (ServiceCurve.capacity); the rates are 30%, 60% and 85% of it.
 3. The prediction: compress.decide.serving.simulate with that curve, one worker, the
    served max batch and delay, and LitServe's batching policy ("window": a free worker
    collects for batch_timeout from the moment it is free, or until max batch requests
-   wait; an empty window starts again: litserve/loops/base.py collate_requests), printed
-   before the load test starts.
+   wait: litserve/loops/base.py collate_requests). The inputs and the predictions at every
+   rate are written to --out before the first load test.
 4. The load test: `--requests` seeded Poisson arrivals (open loop) after 50 warm-up
    ones; measured p50/p95/p99 and mean batch (the server's batch log), against the
    prediction. Target: predicted / measured p95 within 25% at each rate. Load averages
@@ -58,47 +64,39 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from compress.decide.cost import _sigma  # noqa: E402
+from compress.decide.serving import ServiceCurve, simulate  # noqa: E402
+
 TEXTS = ["The central bank held interest rates as markets waited for the budget.",
          "The striker scored twice in the second half to win the cup tie.",
          "A new handset with a larger screen goes on sale next month.",
          "The film took the top prize at the festival after a week of screenings."]
-OVERLOAD = 1.15
 
 
 # ------------------------------------------------------------------------------ client
 
-async def _post(session, url, text):
+async def _post(session, url, payload):
     t0 = time.perf_counter()
-    async with session.post(url, json={"text": text}) as r:
-        await r.read()
+    async with session.post(url, json=payload) as r:
+        body = await r.json()
         if r.status != 200:
             raise RuntimeError(f"server answered {r.status}")
-    return (time.perf_counter() - t0) * 1000.0
+    return (time.perf_counter() - t0) * 1000.0, body
 
 
 async def sequential(url: str, n: int) -> list[float]:
+    """One request at a time; end-to-end ms of each."""
     import aiohttp
 
     async with aiohttp.ClientSession() as s:
-        return [await _post(s, url, TEXTS[i % len(TEXTS)]) for i in range(n)]
+        return [(await _post(s, url, {"text": TEXTS[i % len(TEXTS)]}))[0] for i in range(n)]
 
 
-async def saturate(url: str, n: int, concurrency: int) -> float:
-    """Closed loop: `concurrency` requests always in flight; requests/s."""
+async def calibrate_call(url: str, sizes: list[int], repeats: int) -> list[list[float]]:
     import aiohttp
 
-    done = 0
-
-    async def worker(s):
-        nonlocal done
-        while done < n:
-            done += 1
-            await _post(s, url, TEXTS[done % len(TEXTS)])
-
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as s:
-        t0 = time.perf_counter()
-        await asyncio.gather(*(worker(s) for _ in range(concurrency)))
-        return n / (time.perf_counter() - t0)
+    async with aiohttp.ClientSession() as s:
+        return (await _post(s, url, {"calibrate": sizes, "repeats": repeats}))[1]["y"]
 
 
 async def poisson(url: str, rate: float, n: int, seed: int, warmup: int = 50
@@ -113,7 +111,7 @@ async def poisson(url: str, rate: float, n: int, seed: int, warmup: int = 50
 
     async def one(i, s):
         sent[i] = time.perf_counter()
-        lat[i] = await _post(s, url, TEXTS[i % len(TEXTS)])
+        lat[i] = (await _post(s, url, {"text": TEXTS[i % len(TEXTS)]}))[0]
 
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as s:
         tasks, t0, t = [], time.perf_counter(), 0.0
@@ -127,34 +125,17 @@ async def poisson(url: str, rate: float, n: int, seed: int, warmup: int = 50
     return sent[warmup:] - t0, lat[warmup:]
 
 
-def open_capacity(url: str, k: int, estimate: float, seed: int) -> tuple[float, float]:
-    """Open-loop capacity at max batch k: Poisson arrivals above `estimate`, throughput of
-    the middle half of the completions, provided at least k requests waited at every
-    completion there (else the rate goes up and it runs again). (requests/s, rate used)."""
-    rate, n = OVERLOAD * estimate, max(300, 40 * k)
-    for _ in range(4):
-        sent, lat = asyncio.run(poisson(url, rate, n, seed, warmup=0))
-        done = np.sort(sent + lat / 1000.0)
-        a, b = n // 4, 3 * n // 4
-        backlog = np.searchsorted(np.sort(sent), done[a:b]) - np.arange(a, b) - 1
-        if backlog.min() >= k:
-            return (b - a) / (done[b] - done[a]), rate
-        rate *= 1.3
-    raise RuntimeError(f"could not overload the server at max batch {k} (last rate "
-                       f"{rate:.0f}/s)")
-
-
 # ------------------------------------------------------------------------------ server
 
 class Server:
-    """The LitServe process (and the workers it spawns) on core 0, its batch log."""
+    """The LitServe process (and the processes it spawns) on core 0, its batch log."""
 
     def __init__(self, model_dir: str, max_batch: int, delay_ms: float, seq_len: int,
-                 err_log: Path):
+                 err_log: Path, core: int = 0):
         self.log = Path(tempfile.mkstemp(prefix="serving-batches-", suffix=".csv")[1])
         port = _free_port()
         self.proc = subprocess.Popen(
-            ["taskset", "-c", "0", sys.executable, str(ROOT / "benchmarks" /
+            ["taskset", "-c", str(core), sys.executable, str(ROOT / "benchmarks" /
              "serving_server.py"), model_dir, str(port), str(max_batch), str(delay_ms),
              str(seq_len), str(self.log)],
             env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL,
@@ -167,12 +148,34 @@ class Server:
             self.stop()
             raise
 
+    def rows(self, since: int = 0) -> list[tuple[int, float, float]]:
+        """(size, wall ms, cpu ms) of each batch the worker ran, from the `since`-th."""
+        out = []
+        for line in self.log.read_text().splitlines()[since:]:
+            _, size, wall, cpu = line.split(",")
+            out.append((int(size), float(wall), float(cpu)))
+        return out
+
     def batches(self) -> int:
         return len(self.log.read_text().splitlines())
 
     def mean_batch(self, since: int) -> float:
-        sizes = [int(line.split(",")[1]) for line in self.log.read_text().splitlines()[since:]]
+        sizes = [r[0] for r in self.rows(since)]
         return float(np.mean(sizes)) if sizes else float("nan")
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) of the server's whole process tree so far."""
+        import psutil
+
+        total = 0.0
+        root = psutil.Process(self.proc.pid)
+        for q in [root, *root.children(recursive=True)]:
+            try:
+                c = q.cpu_times()
+                total += c.user + c.system
+            except psutil.NoSuchProcess:
+                pass
+        return total
 
     def stop(self) -> None:
         os.killpg(self.proc.pid, signal.SIGTERM)
@@ -214,31 +217,169 @@ def _wait_ready(url: str, proc, timeout_s: float = 180.0) -> None:
     raise RuntimeError("server did not come up")
 
 
-def service_point(server: Server, k: int, seed: int) -> tuple[float, float, float, float]:
-    """A server capped at max batch k, overloaded open loop: (mean batch m that formed,
-    ms one batch of m holds the worker = m / throughput, open-loop and closed-loop
-    requests/s)."""
-    closed = asyncio.run(saturate(server.url, max(40, 20 * k), 4 * k))
+# ------------------------------------------------------------- the prediction's inputs
+
+def calibration_round(server: Server, sizes: list[int], repeats: int, n_seq: int,
+                      idle_s: float) -> dict:
+    """One round of the pre-test measurement on the serving server (docstring, point 1):
+    the worker's own curve, the tree's idle CPU, and `n_seq` requests one at a time."""
+    curve = asyncio.run(calibrate_call(server.url, sizes, repeats))
+    c0, w0 = server.cpu_seconds(), time.monotonic()
+    time.sleep(idle_s)
+    idle_frac = (server.cpu_seconds() - c0) / (time.monotonic() - w0)
     since = server.batches()
-    cap, _ = open_capacity(server.url, k, closed, seed)
-    m = server.mean_batch(since)
-    return m, m * 1000.0 / cap, cap, closed
+    c0, w0 = server.cpu_seconds(), time.monotonic()
+    e2e = asyncio.run(sequential(server.url, n_seq))
+    cpu_s, wall_s = server.cpu_seconds() - c0, time.monotonic() - w0
+    rows = server.rows(since)
+    return {"model_p50_ms": [c[0] for c in curve], "model_p95_ms": [c[1] for c in curve],
+            "model_cpu_ms": [c[2] for c in curve], "idle_cpu_frac": idle_frac,
+            "requests": n_seq, "e2e_p50_ms": float(np.median(e2e)),
+            "tree_cpu_s": cpu_s, "wall_s": wall_s,
+            "batch1_wall_ms": float(np.median([r[1] for r in rows if r[0] == 1])),
+            "batch1_cpu_ms": float(np.median([r[2] for r in rows if r[0] == 1]))}
 
 
-def server_overheads(points: list[tuple[float, float]], model) -> tuple[float, float]:
-    """(ms per batch, ms per request): least squares of s - model over the (mean batch,
-    s) points, both parts non-negative."""
-    m = np.array([p[0] for p in points])
-    r = np.array([t - model.first(x) for x, t in points])    # the model's p50 at x
-    fixed, per = np.linalg.lstsq(np.c_[np.ones_like(m), m], r, rcond=None)[0]
-    if fixed < 0:
-        fixed, per = 0.0, float(r @ m / (m @ m))
-    if per < 0:
-        fixed, per = float(r.mean()), 0.0
-    return max(0.0, float(fixed)), max(0.0, float(per))
+def round_overheads(r: dict, delay_ms: float) -> dict:
+    """The server's per-request work (wall ms holding core 0) and its fixed transit (ms
+    outside the worker) from one calibration round (docstring, point 1)."""
+    n = r["requests"]
+    idle_wall = max(0.0, r["wall_s"] - r["tree_cpu_s"])
+    active_cpu_ms = (r["tree_cpu_s"] - r["idle_cpu_frac"] * idle_wall) * 1000.0 / n
+    share = min(1.0, r["batch1_cpu_ms"] / r["batch1_wall_ms"])
+    per_request = max(0.0, active_cpu_ms - r["batch1_cpu_ms"]) / share
+    transit = r["e2e_p50_ms"] - r["batch1_wall_ms"] - per_request - delay_ms / 2.0
+    return {"per_request_ms": per_request, "transit_ms": max(0.0, transit),
+            "core_share": share}
+
+
+def _spread(values) -> float:
+    """(max - min) / median of a quantity over the calibration rounds."""
+    v = np.asarray(values, dtype=float)
+    med = float(np.median(v))
+    return float((v.max() - v.min()) / med) if med else 0.0
+
+
+def prediction_inputs(rounds: list[dict], sizes: list[int], delay_ms: float) -> dict:
+    """The medians over the rounds (what the prediction uses) and their spreads."""
+    over = [round_overheads(r, delay_ms) for r in rounds]
+    model = [float(np.median([r["model_p50_ms"][i] for r in rounds]))
+             for i in range(len(sizes))]
+    sig = float(np.median([_sigma(r["model_p50_ms"][0], r["model_p95_ms"][0])
+                           for r in rounds]))
+    return {"batch_sizes": list(sizes), "model_ms": model, "sigma": sig,
+            "per_request_ms": float(np.median([o["per_request_ms"] for o in over])),
+            "transit_ms": float(np.median([o["transit_ms"] for o in over])),
+            "spread": {"model_ms": [_spread([r["model_p50_ms"][i] for r in rounds])
+                                    for i in range(len(sizes))],
+                       "per_request_ms": _spread([o["per_request_ms"] for o in over]),
+                       "transit_ms": _spread([o["transit_ms"] for o in over])},
+            "rounds": [{**r, **o} for r, o in zip(rounds, over, strict=True)]}
+
+
+def prediction_curve(inputs: dict) -> ServiceCurve:
+    return ServiceCurve(tuple(inputs["batch_sizes"]), tuple(inputs["model_ms"]),
+                        sigma=inputs["sigma"], per_request_ms=inputs["per_request_ms"],
+                        transit_ms=inputs["transit_ms"])
+
+
+def plan(inputs: dict, max_batch: int, delay_ms: float, loads: list[float], seed: int
+         ) -> dict:
+    """Capacity from the curve, the rates, and the prediction at each: all of it fixed
+    before any load test."""
+    curve = prediction_curve(inputs)
+    capacity = curve.capacity(1, max_batch)
+    preds = {}
+    for load in loads:
+        p = simulate(curve, load * capacity, 1, max_batch, delay_ms, 20000, seed,
+                     policy="window")
+        preds[str(load)] = {"rate": load * capacity, "predicted_p50": p.p50_ms,
+                            "predicted_p95": p.p95_ms, "predicted_p99": p.p99_ms,
+                            "predicted_mean_batch": p.mean_batch}
+    return {"capacity": capacity, "service_ms": [curve.service(k) for k in
+                                                 inputs["batch_sizes"]], "rates": preds}
 
 
 # ------------------------------------------------------------------------------- main
+
+def run_benchmark(measure, drive, write, max_batch: int, delay_ms: float,
+                  loads: list[float], seed: int) -> dict:
+    """measure() -> prediction inputs; the plan (capacity, rates, predictions) from them;
+    write(doc) before the first load test and after each; drive(rate) -> measured."""
+    inputs = measure()
+    doc = {"inputs": inputs, "plan": plan(inputs, max_batch, delay_ms, loads, seed),
+           "measured": {}}
+    write(doc)
+    for load in loads:
+        pred = doc["plan"]["rates"][str(load)]
+        m = drive(pred["rate"])
+        doc["measured"][str(load)] = {**m, "ratio": pred["predicted_p95"] / m["p95"]}
+        write(doc)
+    return doc
+
+
+def render(doc: dict, header: list[str]) -> str:
+    """The results file: header, inputs, plan, and what was measured so far."""
+    inp, pl = doc["inputs"], doc["plan"]
+    sizes = inp["batch_sizes"]
+    out = list(header)
+    out.append("prediction inputs, measured on the serving server before any load test "
+               "(median of the rounds; spread = (max - min) / median):")
+    for i, r in enumerate(inp["rounds"]):
+        out.append(f"  round {i + 1}: model " + ", ".join(
+            f"k={k} {v:.2f}" for k, v in zip(sizes, r["model_p50_ms"], strict=True)) +
+            f" ms; idle tree CPU {r['idle_cpu_frac']:.1%}; {r['requests']} requests one "
+            f"at a time: e2e p50 {r['e2e_p50_ms']:.2f} ms, model {r['batch1_wall_ms']:.2f} "
+            f"ms wall / {r['batch1_cpu_ms']:.2f} ms CPU, tree CPU "
+            f"{r['tree_cpu_s'] * 1000 / r['requests']:.2f} ms per request; -> per request "
+            f"{r['per_request_ms']:.2f} ms, transit {r['transit_ms']:.2f} ms, core share "
+            f"{r['core_share']:.2f}")
+    sp = inp["spread"]
+    out.append("  used: model " + ", ".join(
+        f"k={k} {v:.2f} (spread {s:.0%})" for k, v, s in zip(sizes, inp["model_ms"],
+                                                              sp["model_ms"], strict=True)) +
+        f" ms; sigma {inp['sigma']:.3f}; per_request_ms {inp['per_request_ms']:.2f} "
+        f"(spread {sp['per_request_ms']:.0%}); transit_ms {inp['transit_ms']:.2f} (spread "
+        f"{sp['transit_ms']:.0%})")
+    out.append("  service s(k) = model(k) + k x per_request_ms: " + ", ".join(
+        f"k={k} {v:.2f}" for k, v in zip(sizes, pl["service_ms"], strict=True)) +
+        f" ms; capacity {pl['capacity']:.1f}/s (max batch {sizes[-1]} / s({sizes[-1]}))")
+    rows = []
+    for load, pr in pl["rates"].items():
+        out.append(f"[{float(load):.0%}] predicted at {pr['rate']:.1f}/s: p50 "
+                   f"{pr['predicted_p50']:.1f}, p95 {pr['predicted_p95']:.1f}, p99 "
+                   f"{pr['predicted_p99']:.1f} ms, mean batch "
+                   f"{pr['predicted_mean_batch']:.2f}")
+        m = doc["measured"].get(load)
+        if m is None:
+            continue
+        ratio = m["ratio"]
+        h1, h2 = m["p95_halves"]
+        out.append(f"[{float(load):.0%}] measured: p50 {m['p50']:.1f}, p95 {m['p95']:.1f} "
+                   f"(halves {h1:.1f} / {h2:.1f}), p99 {m['p99']:.1f} ms, mean batch "
+                   f"{m['mean_batch']:.2f}; load average {m['load_average_after']:.2f}; "
+                   f"predicted / measured p95 {ratio:.2f}")
+        rows.append((load, pr, m, ratio))
+    if not rows:
+        out.append("load tests: not run yet (the inputs and predictions above were written "
+                   "before the first one)")
+    else:
+        out += ["", "| load | rate/s | requests | measured p50 | measured p95 (1st / 2nd "
+                "half) | measured p99 | measured mean batch | predicted p50 | predicted "
+                "p95 | predicted mean batch | predicted / measured p95 |",
+                "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for load, pr, m, ratio in rows:
+            out.append(
+                f"| {float(load):.0%} | {pr['rate']:.1f} | {m['requests']} | {m['p50']:.1f} "
+                f"| {m['p95']:.1f} ({m['p95_halves'][0]:.1f} / {m['p95_halves'][1]:.1f}) | "
+                f"{m['p99']:.1f} | {m['mean_batch']:.2f} | {pr['predicted_p50']:.1f} | "
+                f"{pr['predicted_p95']:.1f} | {pr['predicted_mean_batch']:.2f} | "
+                f"{ratio:.2f} |")
+        within = sum(abs(r[3] - 1) <= 0.25 for r in rows)
+        out += ["", f"within 25%: {within} of {len(rows)} rates"]
+    return "\n".join(out) + "\n\n```json\n" + json.dumps(doc, indent=2, default=float) + \
+        "\n```\n"
+
 
 def main() -> int:
     ap = argparse.ArgumentParser()
@@ -249,138 +390,83 @@ def main() -> int:
     ap.add_argument("--delay-ms", type=float, default=2.0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--loads", default="0.3,0.6,0.85")
+    ap.add_argument("--calib-rounds", type=int, default=5)
+    ap.add_argument("--calib-requests", type=int, default=60,
+                    help="requests one at a time per calibration round")
+    ap.add_argument("--calib-repeats", type=int, default=20,
+                    help="batches per size the worker times per calibration round")
     ap.add_argument("--out", type=Path)
-    ap.add_argument("--fixed", action="store_true",
-                    help="curve and rates from the first capacity only (re-measured ones "
-                         "are printed, not used)")
     a = ap.parse_args()
 
-    from compress.decide.cost import _sigma, measured_curves
-    from compress.decide.serving import ServiceCurve, simulate
+    from compress.decide.cost import measured_curves
     from compress.results import load_run
 
     run = load_run(a.run_dir)
     row = next(r for r in run.rows if r["candidate"] == a.candidate)
-    model = measured_curves(run.measurements)[a.candidate]
-    sizes = [b for b in model["batch_sizes"] if b <= a.max_batch]
+    model = measured_curves(run.measurements).get(a.candidate) or {"batch_sizes": [], "p50": []}
+    sizes = sorted({1, 2, 4, a.max_batch} | {b for b in model["batch_sizes"]
+                                              if b <= a.max_batch})
     seq_len = int(row.get("seq_len") or 128)
-    if a.max_batch not in model["batch_sizes"]:
-        raise SystemExit(f"{a.candidate} was measured at batch sizes {model['batch_sizes']}, "
-                         f"not at --max-batch {a.max_batch}; re-run compress with "
-                         f"--set 'suite.latency.batch_sizes=[1,2,4,{a.max_batch}]'")
-    sigma = _sigma(model["p50"][0], model["p95"][0])
-    model_curve = ServiceCurve(tuple(sizes), tuple(model["p50"][:len(sizes)]))
+    loads = [float(x) for x in a.loads.split(",")]
     err_log = Path(a.out or "/tmp/serving").with_suffix(".server.log")
     err_log.parent.mkdir(parents=True, exist_ok=True)
-    log = []
-
-    def say(msg=""):
-        print(msg, flush=True)
-        log.append(msg)
 
     load_before = os.getloadavg()
-    say(f"# serving benchmark, {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC")
-    say(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-        f"load average before {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}")
-    say(f"command: {' '.join(sys.argv)}; code: {_git_head()}")
-    say(f"candidate {a.candidate} ({row['kind']}) from {run.path}; server: LitServe "
+    header = [
+        f"# serving benchmark, {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC",
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"load average before {load_before[0]:.2f} {load_before[1]:.2f} "
+        f"{load_before[2]:.2f}",
+        f"command: {' '.join(sys.argv)}; code: {_git_head()}",
+        f"candidate {a.candidate} ({row['kind']}) from {run.path}; server: LitServe "
         f"max_batch_size {a.max_batch}, batch_timeout {a.delay_ms:g} ms, 1 worker, ORT 1 "
-        f"thread, {seq_len} tokens padded; server on core 0, load generator on core 1; "
-        f"prediction: compress.decide.serving.simulate, policy 'window', the server's "
-        f"curve measured below (see the docstring of benchmarks/serving.py)")
+        f"thread, {seq_len} tokens padded; server (all its processes) on core 0, load "
+        f"generator on core 1; prediction: compress.decide.serving.simulate, policy "
+        f"'window' (see the docstring of benchmarks/serving.py)",
+        "compress's model-only p50 (for reference, not used): " + ", ".join(
+            f"k={k} {v:.2f}" for k, v in zip(model["batch_sizes"], model["p50"], strict=True)) +
+        " ms"]
+
+    def write(doc):
+        text = render(doc, header)
+        print(text.split("\n```json")[0].splitlines()[-1], flush=True)
+        if a.out:
+            a.out.parent.mkdir(parents=True, exist_ok=True)
+            tmp = a.out.with_suffix(".tmp")
+            tmp.write_text(text)
+            tmp.replace(a.out)
+
     os.sched_setaffinity(0, {1})
-
-    # ---- 1. the server's service curve, from servers capped at each batch size k
-    points: list[tuple[float, float]] = []
-    say("the server's service curve, before any load test: the server capped at max batch "
-        "k, overloaded open loop; m = mean batch that formed, s = ms per batch of m = m / "
-        "throughput; compress's model-only p50 at k beside it:")
-
-    def point(server, k):
-        m, t, cap, closed = service_point(server, k, a.seed)
-        say(f"  k={k}: m {m:.2f}, s {t:.2f} ms (open loop {cap:.1f}/s, closed loop "
-            f"{closed:.1f}/s); model alone {model['p50'][sizes.index(k)]:.2f} ms")
-        return m, t, cap
-
-    for k in sizes[:-1]:
-        server = Server(row["artifact_path"], k, a.delay_ms, seq_len, err_log)
-        try:
-            points.append(point(server, k)[:2])
-        finally:
-            server.stop()
     server = Server(row["artifact_path"], a.max_batch, a.delay_ms, seq_len, err_log)
-    results, rows_md, b = {}, [], a.max_batch
     try:
-        for n_rate, load in enumerate(float(x) for x in a.loads.split(",")):
-            # ---- 2. the open-loop capacity at max batch, just before this rate: the
-            # curve's level (a core's speed drifts on a shared machine)
-            m, t, capacity = point(server, b)
-            if n_rate == 0:
-                points.append((m, t))
-                fixed, per = server_overheads(points, model_curve)
-                first_capacity = capacity
-                say(f"  the server's work beyond the model (least squares over these "
-                    f"{len(points)} points): {fixed:.2f} ms per batch + {per:.2f} ms per "
-                    f"request; s(k) = model p50(k) + that: " + ", ".join(
-                        f"k={k} {model_curve.first(k) + fixed + per * k:.1f}" for k in sizes))
-                seq = float(np.median(asyncio.run(sequential(server.url, 100))))
-                say(f"  one request at a time: median {seq:.2f} ms end to end")
-            scale = 1.0 if a.fixed else first_capacity / capacity
-            if a.fixed:
-                capacity = first_capacity
-            sc = ServiceCurve(tuple(sizes), tuple(v * scale for v in model["p50"][:len(sizes)]),
-                              sigma=sigma, overhead_ms=fixed * scale,
-                              per_request_ms=per * scale)
-            rate = load * capacity
-            # ---- 3. the prediction
-            p = simulate(sc, rate, 1, b, a.delay_ms, 20000, a.seed, policy="window")
-            say(f"[{load:.0%}] before the test: open-loop capacity {capacity:.1f}/s, curve x "
-                f"{scale:.3f}; predicted at {rate:.1f}/s: "
-                f"p50 {p.p50_ms:.1f}, p95 {p.p95_ms:.1f}, p99 {p.p99_ms:.1f} ms, mean batch "
-                f"{p.mean_batch:.2f}; load average {os.getloadavg()[0]:.2f}")
-            # ---- 4. the load test
+        def measure():
+            asyncio.run(calibrate_call(server.url, sizes, a.calib_repeats))   # warm up
+            rounds = []
+            for i in range(a.calib_rounds):
+                rounds.append(calibration_round(server, sizes, a.calib_repeats,
+                                                a.calib_requests, 1.0))
+                print(f"calibration round {i + 1}: {rounds[-1]}", flush=True)
+            return prediction_inputs(rounds, sizes, a.delay_ms)
+
+        def drive(rate):
             since = server.batches()
             _, lat = asyncio.run(poisson(server.url, rate, a.requests, a.seed))
-            mb_test = server.mean_batch(since)
             m50, m95, m99 = np.percentile(lat, [50, 95, 99])
-            h1 = np.percentile(lat[: len(lat) // 2], 95)
-            h2 = np.percentile(lat[len(lat) // 2:], 95)
-            ratio = p.p95_ms / m95
-            results[load] = {"rate": rate, "capacity": capacity,
-                             "service_ms": [sc.service(k) for k in sizes],
-                             "requests": len(lat), "p50": m50, "p95": m95, "p99": m99,
-                             "p95_halves": [h1, h2], "mean_batch": mb_test,
-                             "predicted_p50": p.p50_ms, "predicted_p95": p.p95_ms,
-                             "predicted_p99": p.p99_ms, "predicted_mean_batch": p.mean_batch,
-                             "ratio": ratio, "load_average_after": os.getloadavg()[0]}
-            rows_md.append(f"| {load:.0%} | {rate:.1f} | {len(lat)} | {m50:.1f} | {m95:.1f} "
-                           f"({h1:.1f} / {h2:.1f}) | {m99:.1f} | {mb_test:.2f} | "
-                           f"{p.p50_ms:.1f} | {p.p95_ms:.1f} | {p.mean_batch:.2f} | "
-                           f"{ratio:.2f} |")
-            say(f"[{load:.0%}] measured: p50 {m50:.1f}, p95 {m95:.1f} (halves {h1:.1f} / "
-                f"{h2:.1f}), p99 {m99:.1f} ms, mean batch {mb_test:.2f}; predicted / "
-                f"measured p95 {ratio:.2f}")
+            halves = [float(np.percentile(lat[: len(lat) // 2], 95)),
+                      float(np.percentile(lat[len(lat) // 2:], 95))]
+            return {"requests": len(lat), "p50": m50, "p95": m95, "p99": m99,
+                    "p95_halves": halves, "mean_batch": server.mean_batch(since),
+                    "load_average_after": os.getloadavg()[0]}
+
+        doc = run_benchmark(measure, drive, write, a.max_batch, a.delay_ms, loads, a.seed)
     finally:
         server.stop()
-    say("")
-    say("| load | rate/s | requests | measured p50 | measured p95 (1st / 2nd half) | "
-        "measured p99 | measured mean batch | predicted p50 | predicted p95 | "
-        "predicted mean batch | predicted / measured p95 |")
-    say("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for line in rows_md:
-        say(line)
     load_after = os.getloadavg()
-    within = [abs(r["ratio"] - 1) <= 0.25 for r in results.values()]
-    say("")
-    say(f"within 25%: {sum(within)} of {len(within)} rates; load average after "
-        f"{load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f}")
-    if a.out:
-        a.out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = a.out.with_suffix(".tmp")
-        tmp.write_text("\n".join(log) + "\n\n```json\n" + json.dumps(
-            {str(k): v for k, v in results.items()}, indent=2, default=float) + "\n```\n")
-        tmp.replace(a.out)
-    return 0 if all(within) else 1
+    header.append(f"load average after {load_after[0]:.2f} {load_after[1]:.2f} "
+                  f"{load_after[2]:.2f}")
+    write(doc)
+    print(render(doc, header).split("\n```json")[0], flush=True)
+    return 0 if all(abs(m["ratio"] - 1) <= 0.25 for m in doc["measured"].values()) else 1
 
 
 if __name__ == "__main__":

@@ -52,7 +52,11 @@ class ServiceCurve:
     A server adds work of its own: `overhead_ms` once per batch, and `per_request_ms` for
     each request in it (HTTP, (de)serialisation, tokenisation, the server's queues). The
     per-request part grows with the batch, so batching amortises only the per-batch part:
-    on a CPU whose model time is ~linear in the batch, it caps what batching can buy."""
+    on a CPU whose model time is ~linear in the batch, it caps what batching can buy.
+    `transit_ms` is wall time every request spends outside the worker that holds nothing:
+    the hops between a server's processes (HTTP front end -> queue -> worker -> back) when
+    they wait rather than compute. It adds to each request's latency, not to the batch's
+    service time, so it neither queues nor lowers the capacity."""
 
     batch_sizes: tuple[int, ...]
     first_ms: tuple[float, ...]
@@ -61,6 +65,7 @@ class ServiceCurve:
     sigma: float = 0.06                  # lognormal spread of a batch's service time
     overhead_ms: float = 0.0             # per batch (the server's fixed work)
     per_request_ms: float = 0.0          # per request in the batch (HTTP, JSON, tokens)
+    transit_ms: float = 0.0              # per request, outside the worker (the server's hops)
     provenance: str = "measured"
 
     def __post_init__(self):
@@ -150,6 +155,7 @@ def simulate(curve: ServiceCurve, rate_rps: float, workers: int, max_batch: int,
     arr = unit * (1000.0 / rate_rps)
     arrl = arr.tolist()
     jitter = np.exp(curve.sigma * normal).tolist()
+    transit = curve.transit_ms
     svc = [0.0] + [curve.service(k) for k in range(1, max_batch + 1)]
     first = [0.0] + [curve.first(k) for k in range(1, max_batch + 1)]
     bounds: list[int] = []      # end index of each batch
@@ -188,7 +194,7 @@ def simulate(curve: ServiceCurve, rate_rps: float, workers: int, max_batch: int,
         push(free, done)
         if check and j > skip:
             lo = i if i > skip else skip
-            late = right(arrl, done - slo_ms, lo, j) - lo
+            late = right(arrl, done + transit - slo_ms, lo, j) - lo
             if late > 0:
                 missed += late
                 if missed > allowed:
@@ -197,14 +203,14 @@ def simulate(curve: ServiceCurve, rate_rps: float, workers: int, max_batch: int,
         i = j
         nb += 1
     sizes = np.diff(np.asarray(bounds), prepend=0)
-    end = np.repeat(np.asarray(dones), sizes)
-    ttft = np.repeat(np.asarray(starts), sizes)
+    end = np.repeat(np.asarray(dones), sizes) + transit
+    ttft = np.repeat(np.asarray(starts), sizes) + transit
     lat = (end - arr)[skip:]
     first_lat = (ttft - arr)[skip:]
     p50, p95, p99 = np.percentile(lat, [50, 95, 99]).tolist()
     t95, t99 = np.percentile(first_lat, [95, 99]).tolist()
     capacity = curve.capacity(workers, max_batch)
-    span = float(end.max() - arr[0])
+    span = float(max(dones) - arr[0])
     return SimResult(rate_rps, workers, max_batch, max_delay_ms, requests, float(lat.mean()),
                      p50, p95, p99, t95, t99, utilisation=rate_rps / capacity,
                      busy=busy / (workers * span), mean_batch=n / nb)
@@ -254,17 +260,20 @@ def choose(curve: ServiceCurve, peak_rps: float, workers: int, slo_ms: float,
         raise ValueError(f"percentile must be 95 or 99, not {percentile}")
     sizes = _sizes(curve, max_batch)
     z = Z[percentile]
-    tail1 = curve.service(1) * math.exp(z * curve.sigma)
+    tail1 = curve.service(1) * math.exp(z * curve.sigma) + curve.transit_ms
     if tail1 > slo_ms:
         return ServingChoice(False, f"even alone, one request takes p{percentile} "
-                                    f"{tail1:.1f} ms of service > SLO {slo_ms:g} ms; no "
+                                    f"{tail1:.1f} ms of service"
+                                    f"{' and transit' if curve.transit_ms else ''} > SLO "
+                                    f"{slo_ms:g} ms; no "
                                     f"batch size or instance count can meet it",
                              workers=workers)
     if tpot_slo_ms is not None and curve.decode(1) > tpot_slo_ms:
         return ServingChoice(False, f"decode takes {curve.decode(1):.1f} ms per token at "
                                     f"batch 1 > TPOT SLO {tpot_slo_ms:g} ms", workers=workers)
     # batch sizes whose own service already misses the SLO (or the TPOT) are useless
-    usable = [b for b in sizes if curve.service(b) * math.exp(z * curve.sigma) <= slo_ms
+    usable = [b for b in sizes
+              if curve.service(b) * math.exp(z * curve.sigma) + curve.transit_ms <= slo_ms
               and (tpot_slo_ms is None or curve.decode(b) <= tpot_slo_ms)]
     best_cap = max(curve.capacity(workers, b) for b in usable)
     n_lo = max(1, math.floor(peak_rps / best_cap) + 1)
