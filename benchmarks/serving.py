@@ -18,20 +18,29 @@ load generator (asyncio + aiohttp) to core 1. Latency is end to end, measured at
    - the batch service curve: the worker times its own predict path (tokenise + ORT) on
      batches of each size k, back to back, in the serving process (a `calibrate` request,
      benchmarks/serving_server.py): s_model(k), and its p95/p50 for the spread;
-   - the server's per-request CPU work beyond the model (HTTP, JSON, LitServe's queues),
-     which shares core 0 with the model: requests one at a time, the CPU time of the
-     server's whole process tree (psutil) per request, less what the tree burns idle
-     (LitServe's worker polls its queue through the manager every window: measured with
-     no request) and less the model's own CPU time (the server's batch log); converted to
-     wall time by the share of core 0 the worker got (model CPU / model wall). It enters
-     the curve as ServiceCurve.per_request_ms: it holds the core, so it lowers capacity;
+   - the server's CPU work beyond the model (HTTP, JSON, LitServe's queues), which
+     shares core 0 with the model: requests one at a time, the CPU time of the server's
+     whole process tree (psutil) per request, less what the tree burns idle (LitServe's
+     worker polls its queue through the manager every window: measured with no request)
+     and less the model's own CPU time (the server's batch log); then a closed-loop burst
+     with max batch requests in flight, where batches of mean size m form: the same per
+     request there. The two give a part per batch and a part per request (a + b k per
+     batch of k), converted to wall time by the share of core 0 the worker got (model
+     CPU / model wall). The per-request part enters the curve as
+     ServiceCurve.per_request_ms, the per-batch part as overhead_ms: they hold the core,
+     so they lower the capacity;
+   - the worker's own per-batch cost of serving: its model CPU time on the lone
+     requests (the batch log) beyond the back-to-back timing at batch 1 (caches the
+     server's other work cooled between batches), in wall time by the same share; added
+     to overhead_ms;
    - the fixed latency outside the worker (the hops HTTP -> queue -> worker -> back when
-     they wait rather than compute): the median end-to-end latency of those requests less
-     the model's wall time, the per-request work and half the batch window (a lone request
-     lands anywhere in LitServe's window): ServiceCurve.transit_ms, added to every
-     request's latency, not to the service time.
-2. The capacity is the curve's: max batch / s(max batch) with s(k) = s_model(k) + k x
-   per_request_ms (ServiceCurve.capacity); the rates are 30%, 60% and 85% of it.
+     they wait rather than compute): what the lone requests' median end to end leaves
+     beyond s(1) and half the batch window (a lone request lands anywhere in LitServe's
+     window), so the prediction for a lone request is that calibration median:
+     ServiceCurve.transit_ms, added to every request's latency, not to the service time.
+2. The capacity is the curve's: max batch / s(max batch) with s(k) = s_model(k) +
+   overhead_ms + k x per_request_ms (ServiceCurve.capacity); the rates are 30%, 60% and 85%
+   of it.
 3. The prediction: compress.decide.serving.simulate with that curve, one worker, the
    served max batch and delay, and LitServe's batching policy ("window": a free worker
    collects for batch_timeout from the moment it is free, or until max batch requests
@@ -90,6 +99,22 @@ async def sequential(url: str, n: int) -> list[float]:
 
     async with aiohttp.ClientSession() as s:
         return [(await _post(s, url, {"text": TEXTS[i % len(TEXTS)]}))[0] for i in range(n)]
+
+
+async def closed_loop(url: str, n: int, concurrency: int) -> None:
+    """`concurrency` requests always in flight until `n` are done (batches form)."""
+    import aiohttp
+
+    done = 0
+
+    async def worker(s):
+        nonlocal done
+        while done < n:
+            done += 1
+            await _post(s, url, {"text": TEXTS[done % len(TEXTS)]})
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as s:
+        await asyncio.gather(*(worker(s) for _ in range(concurrency)))
 
 
 async def calibrate_call(url: str, sizes: list[int], repeats: int) -> list[list[float]]:
@@ -222,7 +247,8 @@ def _wait_ready(url: str, proc, timeout_s: float = 180.0) -> None:
 def calibration_round(server: Server, sizes: list[int], repeats: int, n_seq: int,
                       idle_s: float) -> dict:
     """One round of the pre-test measurement on the serving server (docstring, point 1):
-    the worker's own curve, the tree's idle CPU, and `n_seq` requests one at a time."""
+    the worker's own curve, the tree's idle CPU, `n_seq` requests one at a time, and a
+    closed-loop burst with max batch requests in flight."""
     curve = asyncio.run(calibrate_call(server.url, sizes, repeats))
     c0, w0 = server.cpu_seconds(), time.monotonic()
     time.sleep(idle_s)
@@ -232,7 +258,15 @@ def calibration_round(server: Server, sizes: list[int], repeats: int, n_seq: int
     e2e = asyncio.run(sequential(server.url, n_seq))
     cpu_s, wall_s = server.cpu_seconds() - c0, time.monotonic() - w0
     rows = server.rows(since)
+    k = sizes[-1]
+    since, c0 = server.batches(), server.cpu_seconds()
+    asyncio.run(closed_loop(server.url, 20 * k, k))
+    burst_cpu = server.cpu_seconds() - c0
+    burst = server.rows(since)
     return {"model_p50_ms": [c[0] for c in curve], "model_p95_ms": [c[1] for c in curve],
+            "burst_requests": sum(r[0] for r in burst), "burst_tree_cpu_s": burst_cpu,
+            "burst_model_cpu_s": sum(r[2] for r in burst) / 1000.0,
+            "burst_mean_batch": float(np.mean([r[0] for r in burst])),
             "model_cpu_ms": [c[2] for c in curve], "idle_cpu_frac": idle_frac,
             "requests": n_seq, "e2e_p50_ms": float(np.median(e2e)),
             "tree_cpu_s": cpu_s, "wall_s": wall_s,
@@ -247,10 +281,26 @@ def round_overheads(r: dict, delay_ms: float) -> dict:
     idle_wall = max(0.0, r["wall_s"] - r["tree_cpu_s"])
     active_cpu_ms = (r["tree_cpu_s"] - r["idle_cpu_frac"] * idle_wall) * 1000.0 / n
     share = min(1.0, r["batch1_cpu_ms"] / r["batch1_wall_ms"])
-    per_request = max(0.0, active_cpu_ms - r["batch1_cpu_ms"]) / share
-    transit = r["e2e_p50_ms"] - r["batch1_wall_ms"] - per_request - delay_ms / 2.0
-    return {"per_request_ms": per_request, "transit_ms": max(0.0, transit),
-            "core_share": share}
+    # the server's CPU per batch of k = a + b k, from batch 1 (lone requests) and the
+    # burst's mean batch m: o1 = a + b, om = a / m + b per request
+    o1 = active_cpu_ms - r["batch1_cpu_ms"]
+    m = r["burst_mean_batch"]
+    a, b = 0.0, o1
+    if m >= 1.5:
+        om = (r["burst_tree_cpu_s"] - r["burst_model_cpu_s"]) * 1000.0 / r["burst_requests"]
+        a = (o1 - om) / (1.0 - 1.0 / m)
+        b = o1 - a
+        if a < 0:
+            a, b = 0.0, om
+        elif b < 0:
+            a, b = o1, 0.0
+    per_request = max(0.0, b) / share
+    cold = max(0.0, r["batch1_cpu_ms"] - r["model_cpu_ms"][0]) / share
+    per_batch = max(0.0, a) / share + cold
+    service1 = r["model_p50_ms"][0] + per_batch + per_request
+    transit = r["e2e_p50_ms"] - service1 - delay_ms / 2.0
+    return {"per_request_ms": per_request, "per_batch_ms": per_batch,
+            "transit_ms": max(0.0, transit), "core_share": share}
 
 
 def _spread(values) -> float:
@@ -269,17 +319,20 @@ def prediction_inputs(rounds: list[dict], sizes: list[int], delay_ms: float) -> 
                            for r in rounds]))
     return {"batch_sizes": list(sizes), "model_ms": model, "sigma": sig,
             "per_request_ms": float(np.median([o["per_request_ms"] for o in over])),
+            "per_batch_ms": float(np.median([o["per_batch_ms"] for o in over])),
             "transit_ms": float(np.median([o["transit_ms"] for o in over])),
             "spread": {"model_ms": [_spread([r["model_p50_ms"][i] for r in rounds])
                                     for i in range(len(sizes))],
                        "per_request_ms": _spread([o["per_request_ms"] for o in over]),
+                       "per_batch_ms": _spread([o["per_batch_ms"] for o in over]),
                        "transit_ms": _spread([o["transit_ms"] for o in over])},
             "rounds": [{**r, **o} for r, o in zip(rounds, over, strict=True)]}
 
 
 def prediction_curve(inputs: dict) -> ServiceCurve:
     return ServiceCurve(tuple(inputs["batch_sizes"]), tuple(inputs["model_ms"]),
-                        sigma=inputs["sigma"], per_request_ms=inputs["per_request_ms"],
+                        sigma=inputs["sigma"], overhead_ms=inputs["per_batch_ms"],
+                        per_request_ms=inputs["per_request_ms"],
                         transit_ms=inputs["transit_ms"])
 
 
@@ -328,20 +381,27 @@ def render(doc: dict, header: list[str]) -> str:
     for i, r in enumerate(inp["rounds"]):
         out.append(f"  round {i + 1}: model " + ", ".join(
             f"k={k} {v:.2f}" for k, v in zip(sizes, r["model_p50_ms"], strict=True)) +
-            f" ms; idle tree CPU {r['idle_cpu_frac']:.1%}; {r['requests']} requests one "
+            f" ms (CPU k=1 {r['model_cpu_ms'][0]:.2f}); idle tree CPU "
+            f"{r['idle_cpu_frac']:.1%}; {r['requests']} requests one "
             f"at a time: e2e p50 {r['e2e_p50_ms']:.2f} ms, model {r['batch1_wall_ms']:.2f} "
             f"ms wall / {r['batch1_cpu_ms']:.2f} ms CPU, tree CPU "
-            f"{r['tree_cpu_s'] * 1000 / r['requests']:.2f} ms per request; -> per request "
-            f"{r['per_request_ms']:.2f} ms, transit {r['transit_ms']:.2f} ms, core share "
+            f"{r['tree_cpu_s'] * 1000 / r['requests']:.2f} ms per request; burst: mean "
+            f"batch {r['burst_mean_batch']:.2f}, tree CPU "
+            f"{r['burst_tree_cpu_s'] * 1000 / r['burst_requests']:.2f} ms per request, model "
+            f"{r['burst_model_cpu_s'] * 1000 / r['burst_requests']:.2f}; -> per request "
+            f"{r['per_request_ms']:.2f} ms, per batch {r['per_batch_ms']:.2f} ms, transit "
+            f"{r['transit_ms']:.2f} ms, core share "
             f"{r['core_share']:.2f}")
     sp = inp["spread"]
     out.append("  used: model " + ", ".join(
         f"k={k} {v:.2f} (spread {s:.0%})" for k, v, s in zip(sizes, inp["model_ms"],
                                                               sp["model_ms"], strict=True)) +
         f" ms; sigma {inp['sigma']:.3f}; per_request_ms {inp['per_request_ms']:.2f} "
-        f"(spread {sp['per_request_ms']:.0%}); transit_ms {inp['transit_ms']:.2f} (spread "
+        f"(spread {sp['per_request_ms']:.0%}); per batch (overhead_ms) "
+        f"{inp['per_batch_ms']:.2f} (spread {sp['per_batch_ms']:.0%}); transit_ms "
+        f"{inp['transit_ms']:.2f} (spread "
         f"{sp['transit_ms']:.0%})")
-    out.append("  service s(k) = model(k) + k x per_request_ms: " + ", ".join(
+    out.append("  service s(k) = model(k) + per batch + k x per_request_ms: " + ", ".join(
         f"k={k} {v:.2f}" for k, v in zip(sizes, pl["service_ms"], strict=True)) +
         f" ms; capacity {pl['capacity']:.1f}/s (max batch {sizes[-1]} / s({sizes[-1]}))")
     rows = []
@@ -359,6 +419,11 @@ def render(doc: dict, header: list[str]) -> str:
                    f"(halves {h1:.1f} / {h2:.1f}), p99 {m['p99']:.1f} ms, mean batch "
                    f"{m['mean_batch']:.2f}; load average {m['load_average_after']:.2f}; "
                    f"predicted / measured p95 {ratio:.2f}")
+        if "model_wall_by_batch" in m:
+            out.append(f"  after the fact (not used): the server's tree CPU "
+                       f"{m['tree_cpu_ms_per_request']:.2f} ms per request; the worker's "
+                       f"model wall by batch size: " + ", ".join(
+                           f"k={k} {v:.1f}" for k, v in m["model_wall_by_batch"].items()))
         rows.append((load, pr, m, ratio))
     if not rows:
         out.append("load tests: not run yet (the inputs and predictions above were written "
@@ -449,13 +514,18 @@ def main() -> int:
             return prediction_inputs(rounds, sizes, a.delay_ms)
 
         def drive(rate):
-            since = server.batches()
+            since, c0 = server.batches(), server.cpu_seconds()
             _, lat = asyncio.run(poisson(server.url, rate, a.requests, a.seed))
+            cpu_ms = (server.cpu_seconds() - c0) * 1000.0 / (a.requests + 50)
+            rows = server.rows(since)
+            walls = {k: float(np.median([r[1] for r in rows if r[0] == k]))
+                     for k in sorted({r[0] for r in rows})}
             m50, m95, m99 = np.percentile(lat, [50, 95, 99])
             halves = [float(np.percentile(lat[: len(lat) // 2], 95)),
                       float(np.percentile(lat[len(lat) // 2:], 95))]
             return {"requests": len(lat), "p50": m50, "p95": m95, "p99": m99,
                     "p95_halves": halves, "mean_batch": server.mean_batch(since),
+                    "tree_cpu_ms_per_request": cpu_ms, "model_wall_by_batch": walls,
                     "load_average_after": os.getloadavg()[0]}
 
         doc = run_benchmark(measure, drive, write, a.max_batch, a.delay_ms, loads, a.seed)

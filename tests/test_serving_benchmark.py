@@ -54,32 +54,43 @@ def _round(**kw) -> dict:
     r = {"model_p50_ms": [8.0, 15.0, 28.0, 55.0], "model_p95_ms": [9.0, 16.0, 30.0, 60.0],
          "model_cpu_ms": [8.0, 15.0, 28.0, 55.0], "idle_cpu_frac": 0.1, "requests": 100,
          "e2e_p50_ms": 20.0, "tree_cpu_s": 1.4, "wall_s": 2.0, "batch1_wall_ms": 12.5,
-         "batch1_cpu_ms": 10.0}
+         "batch1_cpu_ms": 10.0, "burst_requests": 160, "burst_mean_batch": 1.0,
+         "burst_model_cpu_s": 1.44, "burst_tree_cpu_s": 1.44 + 0.352}
     return r | kw
 
 
 def test_round_overheads_as_documented():
     # idle 2.0 - 1.4 = 0.6 s, of which 10% CPU polling: 1.34 s of CPU for 100 requests
     # = 13.4 ms each, 10 of them the model's; the worker got 10 / 12.5 = 80% of the core,
-    # so the 3.4 ms of server CPU take 4.25 ms of wall; the rest of the lone request's
-    # 20 ms beyond the model's 12.5 and half the 2 ms window is transit
+    # so the 3.4 ms of server CPU take 4.25 ms of wall; the model's 10 ms of CPU while
+    # serving against 8 back to back is a per-batch 2 / 0.8 = 2.5 ms; what the lone
+    # request's 20 ms leaves beyond s(1) = 8 + 2.5 + 4.25 and half the 2 ms window is transit
     o = round_overheads(_round(), 2.0)
     assert o["core_share"] == pytest.approx(0.8)
     assert o["per_request_ms"] == pytest.approx(4.25)
-    assert o["transit_ms"] == pytest.approx(20.0 - 12.5 - 4.25 - 1.0)
+    assert o["per_batch_ms"] == pytest.approx(2.5)
+    assert o["transit_ms"] == pytest.approx(20.0 - 8.0 - 2.5 - 4.25 - 1.0)
+    # a burst whose batches averaged 4 cost 2.2 ms of server CPU per request against 3.4
+    # alone: per batch of k, a + b k with a + b = 3.4 and a / 4 + b = 2.2, so a = 1.6 and
+    # b = 1.8 of CPU, 2.0 and 2.25 of wall; the lone request's transit is unchanged
+    o = round_overheads(_round(burst_mean_batch=4.0), 2.0)
+    assert o["per_request_ms"] == pytest.approx(1.8 / 0.8)
+    assert o["per_batch_ms"] == pytest.approx(1.6 / 0.8 + 2.5)
+    assert o["transit_ms"] == pytest.approx(20.0 - 8.0 - 4.5 - 2.25 - 1.0)
     # noise never makes either negative
-    o = round_overheads(_round(e2e_p50_ms=12.0, tree_cpu_s=0.9, idle_cpu_frac=0.0), 2.0)
+    o = round_overheads(_round(e2e_p50_ms=10.0, tree_cpu_s=0.9, idle_cpu_frac=0.0), 2.0)
     assert o["per_request_ms"] == 0.0 and o["transit_ms"] == 0.0
 
 
 def test_inputs_are_the_medians_of_the_rounds_with_their_spread():
-    rounds = [_round(), _round(model_p50_ms=[30.0, 15.0, 28.0, 55.0], e2e_p50_ms=24.0),
+    rounds = [_round(), _round(model_p50_ms=[8.0, 15.0, 28.0, 90.0], e2e_p50_ms=24.0),
               _round(model_p50_ms=[9.0, 16.0, 28.0, 57.0])]
     inp = prediction_inputs(rounds, [1, 2, 4, 8], 2.0)
-    assert inp["model_ms"] == [9.0, 15.0, 28.0, 55.0]            # the outlier 30 is out
-    assert inp["spread"]["model_ms"][0] == pytest.approx((30.0 - 8.0) / 9.0)
-    assert inp["transit_ms"] == pytest.approx(2.25)              # median of 2.25, 6.25, 2.25
-    assert inp["spread"]["transit_ms"] == pytest.approx(4.0 / 2.25)
+    assert inp["model_ms"] == [8.0, 15.0, 28.0, 57.0]            # the outlier 90 is out
+    assert inp["spread"]["model_ms"][3] == pytest.approx((90.0 - 55.0) / 57.0)
+    # transit 4.25, 8.25 and 3.25 (the third's model is 1 ms slower): median 4.25
+    assert inp["transit_ms"] == pytest.approx(4.25)
+    assert inp["spread"]["transit_ms"] == pytest.approx(5.0 / 4.25)
     assert len(inp["rounds"]) == 3 and "per_request_ms" in inp["rounds"][1]
 
 
@@ -88,7 +99,8 @@ def test_capacity_and_rates_come_from_the_prediction_curve():
     curve = prediction_curve(inp)
     assert curve.per_request_ms == inp["per_request_ms"] and curve.transit_ms > 0
     p = plan(inp, 8, 2.0, [0.3, 0.6, 0.85], 0)
-    s8 = 55.0 + 8 * inp["per_request_ms"]
+    s8 = 55.0 + inp["per_batch_ms"] + 8 * inp["per_request_ms"]
+    assert curve.overhead_ms == inp["per_batch_ms"] == pytest.approx(2.5)
     assert p["capacity"] == pytest.approx(8 * 1000.0 / s8)
     assert p["service_ms"][-1] == pytest.approx(s8)
     rates = [p["rates"][k]["rate"] for k in ("0.3", "0.6", "0.85")]
