@@ -59,7 +59,6 @@ import asyncio
 import datetime as dt
 import json
 import os
-import platform
 import signal
 import socket
 import subprocess
@@ -75,6 +74,7 @@ sys.path.insert(0, str(ROOT))
 
 from compress.decide.cost import _sigma  # noqa: E402
 from compress.decide.serving import ServiceCurve, simulate  # noqa: E402
+from compress.provenance import cpu_model  # noqa: E402
 
 TEXTS = ["The central bank held interest rates as markets waited for the budget.",
          "The striker scored twice in the second half to win the cup tie.",
@@ -479,7 +479,7 @@ def main() -> int:
     load_before = os.getloadavg()
     header = [
         f"# serving benchmark, {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC",
-        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"machine: {cpu_model()}, {os.cpu_count()} CPUs, "
         f"load average before {load_before[0]:.2f} {load_before[1]:.2f} "
         f"{load_before[2]:.2f}",
         f"command: {' '.join(sys.argv)}; code: {_git_head()}",
