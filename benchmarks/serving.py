@@ -442,6 +442,15 @@ def render(doc: dict, header: list[str]) -> str:
                 f"{ratio:.2f} |")
         within = sum(abs(r[3] - 1) <= 0.25 for r in rows)
         out += ["", f"within 25%: {within} of {len(rows)} rates"]
+    if "after" in doc:
+        af = doc["after"]
+        out.append(
+            "the same calibration after the load tests (a drift check, not used): model " +
+            ", ".join(f"k={k} {v:.2f}" for k, v in zip(sizes, af["model_ms"], strict=True)) +
+            f" ms; per request {af['per_request_ms']:.2f}, per batch "
+            f"{af['per_batch_ms']:.2f}, transit {af['transit_ms']:.2f} ms; capacity "
+            f"{af['capacity']:.1f}/s against {pl['capacity']:.1f}/s before "
+            f"({af['capacity'] / pl['capacity'] - 1:+.0%})")
     return "\n".join(out) + "\n\n```json\n" + json.dumps(doc, indent=2, default=float) + \
         "\n```\n"
 
@@ -460,6 +469,8 @@ def main() -> int:
                     help="requests one at a time per calibration round")
     ap.add_argument("--calib-repeats", type=int, default=20,
                     help="batches per size the worker times per calibration round")
+    ap.add_argument("--drift-rounds", type=int, default=2,
+                    help="calibration rounds after the load tests: a drift check, not used")
     ap.add_argument("--out", type=Path)
     a = ap.parse_args()
 
@@ -504,10 +515,10 @@ def main() -> int:
     os.sched_setaffinity(0, {1})
     server = Server(row["artifact_path"], a.max_batch, a.delay_ms, seq_len, err_log)
     try:
-        def measure():
+        def measure(n_rounds=a.calib_rounds):
             asyncio.run(calibrate_call(server.url, sizes, a.calib_repeats))   # warm up
             rounds = []
-            for i in range(a.calib_rounds):
+            for i in range(n_rounds):
                 rounds.append(calibration_round(server, sizes, a.calib_repeats,
                                                 a.calib_requests, 1.0))
                 print(f"calibration round {i + 1}: {rounds[-1]}", flush=True)
@@ -529,6 +540,11 @@ def main() -> int:
                     "load_average_after": os.getloadavg()[0]}
 
         doc = run_benchmark(measure, drive, write, a.max_batch, a.delay_ms, loads, a.seed)
+        if a.drift_rounds:
+            post = measure(a.drift_rounds)
+            doc["after"] = {k: post[k] for k in ("model_ms", "per_request_ms",
+                                                 "per_batch_ms", "transit_ms")}
+            doc["after"]["capacity"] = prediction_curve(post).capacity(1, a.max_batch)
     finally:
         server.stop()
     load_after = os.getloadavg()

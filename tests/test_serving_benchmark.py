@@ -133,5 +133,5 @@ def test_inputs_and_predictions_are_written_before_any_load_and_never_refitted()
     assert doc["measured"]["0.6"]["ratio"] == pytest.approx(
         first["plan"]["rates"]["0.6"]["predicted_p95"] / 900.0)
     text = render(first, ["# header"])
-    assert "not run yet" in text and "transit_ms" in text
+    assert "not run yet" in text and "transit_ms" in text and "drift check" not in text
     assert json.loads(text.split("```json\n")[1].split("\n```")[0])["measured"] == {}
