@@ -49,7 +49,9 @@ load generator (asyncio + aiohttp) to core 1. Latency is end to end, measured at
 4. The load test: `--requests` seeded Poisson arrivals (open loop) after 50 warm-up
    ones; measured p50/p95/p99 and mean batch (the server's batch log), against the
    prediction. Target: predicted / measured p95 within 25% at each rate. Load averages
-   before and after (the machine may be shared).
+   before and after (the machine may be shared). Then (--drift-rounds) the calibration of
+   point 1 once more, printed beside the one used: how far the server drifted during the
+   load tests (never used for the prediction).
 """
 
 from __future__ import annotations
