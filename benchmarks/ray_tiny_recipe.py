@@ -17,13 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.tiny_assets import (  # noqa: E402 - after the path setup
-    build_bert,
-    recipe_template,
-    topic_rows,
-    topic_vocab,
-    write_csv,
-)
+from benchmarks import tiny_assets as tiny  # noqa: E402 - after the path setup
 
 SUITE = """\
 name: tiny-topics
@@ -34,7 +28,7 @@ latency: {{batch_sizes: [1], seq_lens: [32], warmup: 3, iterations: 20, threads:
 """
 
 RECIPE = ("# bbc-news-full's pipeline on a 4-layer random BERT (benchmarks/ray_tiny_recipe.py)\n"
-          + recipe_template("tiny-full", """\
+          + tiny.recipe_template("tiny-full", """\
   calibration: {{source: {train}, limit: 32}}
 pipeline:
   - id: teacher
@@ -80,11 +74,11 @@ baseline: teacher
 
 def main(out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
-    model = build_bert(out / "tiny-bert", topic_vocab(letters=True), hidden=64, layers=4,
-                       intermediate=128, max_positions=64)
+    model = tiny.build_bert(out / "tiny-bert", tiny.topic_vocab(letters=True), hidden=64,
+                            layers=4, intermediate=128, max_positions=64)
     files = {}
     for split, n, seed in (("train", 96, 1), ("dev", 24, 2), ("test", 60, 3)):
-        files[split] = write_csv(out / f"{split}.csv", topic_rows(n, seed))
+        files[split] = tiny.write_csv(out / f"{split}.csv", tiny.topic_rows(n, seed))
     (out / "suite.yaml").write_text(SUITE.format(test=files["test"]))
     recipe = out / "recipe.yaml"
     recipe.write_text(RECIPE.format(model=model, **files))
