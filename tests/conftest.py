@@ -7,8 +7,11 @@ runs can never hide a broken stage.
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -94,12 +97,40 @@ def write_recipe(tmp_path, tiny_bert, tiny_data):
 
 def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout=600):
     """Run the real console entry point in a subprocess; returns CompletedProcess."""
-    import subprocess
-
     return subprocess.run([sys.executable, "-m", "compress", *args], capture_output=True,
                           text=True, cwd=cwd or ROOT, timeout=timeout,
                           env={**os.environ, **(env or {})})
 
+
+def wait_for(condition, timeout: float, proc: subprocess.Popen) -> None:
+    """Poll a condition on the filesystem (no fixed sleep stands in for it)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if proc.poll() is not None:
+            raise AssertionError(f"run ended (exit {proc.returncode}) before the condition held:"
+                                 f" {proc.stderr.read()}")
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting for the run to reach the stage")
+        time.sleep(0.05)
+
+
+def kill_run_mid_stage(recipe: Path, out: Path, cache: Path, key: str,
+                       *extra: str) -> subprocess.Popen:
+    """Start `compress run RECIPE --out OUT EXTRA...` on CACHE, kill it with SIGKILL once
+    the stage of cache key KEY has started writing its temp dir, and wait for it to die;
+    returns the process."""
+    proc = subprocess.Popen([sys.executable, "-m", "compress", "run", str(recipe), "--out",
+                             str(out), *extra], cwd=ROOT, text=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE,
+                            env={**os.environ, "COMPRESS_CACHE_DIR": str(cache)})
+    try:
+        wait_for(lambda: any((cache / "tmp").glob(f"{key}-*")), 300, proc)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return proc
 
 
 # ---------------------------------------------------------------- stage tests (issue 4)
