@@ -62,16 +62,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.concurrent_runs import build_assets  # noqa: E402 - after the path setup
+from benchmarks.tiny_assets import recipe_template  # noqa: E402 - after the path setup
 from compress.provenance import cpu_model  # noqa: E402
 
-RECIPE = """\
-name: tiny-chaos
-task: text-classification
-model: {model}
-suite: suite.yaml
-seed: 0
-data:
-  train: {{source: {train}}}
+RECIPE = recipe_template("tiny-chaos", """\
 pipeline:
   - id: teacher
     stage: finetune
@@ -87,7 +81,7 @@ pipeline:
     stage: quantize
     with: {{backend: ort-dynamic-int8}}
 candidates: [int8]
-"""
+""", dev=False)
 COMMANDS = ("run", "recommend", "export", "prune")
 STATE = ("cache", "run", "export")  # what the journey writes, under live/
 # results.json columns that are timings or machine load, not quality or fidelity

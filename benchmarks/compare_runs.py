@@ -22,12 +22,15 @@ def _num(v):
     return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
 
 
-def compare(before, after, decimals: int, ratio_tol: float) -> tuple[list[str], int]:
-    lines, bad = [], 0
+def compare(before, after, decimals: int, ratio_tol: float,
+            names: tuple[str, str] = ("before", "after")) -> tuple[list[str], int]:
+    """A table (a header named after the two runs, then one line per figure) and how many
+    figures differ."""
+    lines, bad = [f"{'candidate':<28} {'figure':<22} {names[0]:>22} {names[1]:>22}"], 0
     b_rows = {r.candidate: r for r in before.candidates}
     a_rows = {r.candidate: r for r in after.candidates}
     if set(b_rows) != set(a_rows):
-        return [f"candidates differ: {sorted(b_rows)} vs {sorted(a_rows)}"], 1
+        return [*lines, f"candidates differ: {sorted(b_rows)} vs {sorted(a_rows)}"], 1
     base_b = {r.candidate: b_rows.get(r.baseline) for r in before.candidates}
     base_a = {r.candidate: a_rows.get(r.baseline) for r in after.candidates}
     for name in b_rows:
@@ -61,7 +64,6 @@ def main() -> int:
     args = ap.parse_args()
     before, after = load_run(args.before), load_run(args.after)
     lines, bad = compare(before, after, args.decimals, args.ratio_tol)
-    print(f"{'candidate':<28} {'figure':<22} {'before':>22} {'after':>22}")
     print("\n".join(lines))
     print(f"{bad} figure(s) differ" if bad else "all figures agree")
     return 1 if bad else 0

@@ -1,6 +1,6 @@
 """Benchmark: two independent `compress run` processes on one cache, plus a prune loop.
 
-Builds a tiny random BERT and tiny data offline (as tests/conftest.py does), then, for
+Builds a tiny random BERT and tiny data offline (benchmarks/tiny_assets.py), then, for
 each iteration, starts two `compress run` processes of the same recipe at once against
 one cache directory, with a seed new to that iteration (so every stage is built again and
 both processes contend for the same keys), while a third process loops
@@ -40,11 +40,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-WORDS = {
-    "sport": "goal match team win league cup player coach score season".split(),
-    "business": "bank market profit shares growth price sales firm economy rates".split(),
-    "tech": "phone chip software internet users data computer screen network app".split(),
-}
+from benchmarks.tiny_assets import (  # noqa: E402 - after the path setup
+    build_bert,
+    recipe_template,
+    topic_rows,
+    topic_vocab,
+    write_csv,
+)
+
 SUITE = """\
 name: tiny
 task: text-classification
@@ -52,14 +55,7 @@ dataset: {{source: {test}, text_column: text, label_column: label}}
 quality: {{max_length: 16, batch_size: 8}}
 latency: {{batch_sizes: [1], seq_lens: [16], warmup: 1, iterations: 3, threads: 1}}
 """
-RECIPE = """\
-name: tiny-concurrent
-task: text-classification
-model: {model}
-suite: suite.yaml
-seed: 0
-data:
-  train: {{source: {train}}}
+RECIPE = recipe_template("tiny-concurrent", """\
 pipeline:
   - id: teacher
     stage: finetune
@@ -68,31 +64,16 @@ pipeline:
     stage: export
     with: {{optimize: O1}}
 candidates: [teacher, onnx]
-"""
+""", dev=False)
 
 
 def build_assets(work: Path) -> Path:
     """A 2-layer, 32-wide random BERT, tiny CSVs, a suite and a recipe."""
-    import pandas as pd
-    import torch
-    from transformers import BertConfig, BertModel, BertTokenizerFast
-
-    model = work / "tiny-bert"
-    model.mkdir()
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + sorted(
-        {w for ws in WORDS.values() for w in ws})
-    (model / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    tok = BertTokenizerFast(vocab_file=str(model / "vocab.txt"))
-    cfg = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2,
-                     num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)
-    torch.manual_seed(0)
-    BertModel(cfg).save_pretrained(model)
-    tok.save_pretrained(model)
+    model = build_bert(work / "tiny-bert", topic_vocab(letters=False), hidden=32, layers=2,
+                       intermediate=64, max_positions=64)
     rng = random.Random(0)
     for split, n in (("train", 24), ("test", 12)):
-        rows = [(" ".join(rng.choices(WORDS[lab], k=8)), lab)
-                for lab in (list(WORDS)[i % 3] for i in range(n))]
-        pd.DataFrame(rows, columns=["text", "label"]).to_csv(work / f"{split}.csv", index=False)
+        write_csv(work / f"{split}.csv", topic_rows(n, rng, words=8))
     (work / "suite.yaml").write_text(SUITE.format(test=work / "test.csv"))
     recipe = work / "recipe.yaml"
     recipe.write_text(RECIPE.format(model=model, train=work / "train.csv"))

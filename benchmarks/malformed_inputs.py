@@ -136,27 +136,17 @@ WORDS = ["goal", "match", "team", "bank", "market", "profit", "phone", "chip", "
 
 def build_tiny(work: Path) -> Path:
     """A tiny random BERT with tokenizer.json, CSV data, a suite and a recipe."""
-    import pandas as pd
-    import torch
-
+    from benchmarks.tiny_assets import build_bert, write_csv
     from compress.quiet import import_transformers
 
-    tf = import_transformers()
-    BertConfig, BertModel, BertTokenizerFast = tf.BertConfig, tf.BertModel, tf.BertTokenizerFast
+    import_transformers()  # quietly, before build_bert imports it
     tiny = work / "tiny"
-    model = tiny / "tiny-bert"
-    model.mkdir(parents=True)
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS
-    (model / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    cfg = BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=2,
-                     num_attention_heads=2, intermediate_size=32, max_position_embeddings=32)
-    torch.manual_seed(0)
-    BertModel(cfg).save_pretrained(model)
-    BertTokenizerFast(vocab_file=str(model / "vocab.txt")).save_pretrained(model)
+    build_bert(tiny / "tiny-bert", WORDS, hidden=16, layers=2, intermediate=32,
+               max_positions=32)
     rng = random.Random(0)
     for split, n in (("train", 18), ("test", 9)):
-        rows = [(" ".join(rng.choices(WORDS, k=6)), ["a", "b", "c"][i % 3]) for i in range(n)]
-        pd.DataFrame(rows, columns=["text", "label"]).to_csv(tiny / f"{split}.csv", index=False)
+        write_csv(tiny / f"{split}.csv", [(" ".join(rng.choices(WORDS, k=6)), "abc"[i % 3])
+                                          for i in range(n)])
     (tiny / "suite.yaml").write_text(TINY_SUITE)
     (tiny / "recipe.yaml").write_text(TINY_RECIPE)
     return tiny

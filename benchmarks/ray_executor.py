@@ -62,9 +62,8 @@ def main() -> int:
     same_plan = local.manifest["plan"] == ray.manifest["plan"]
     bad += not same_plan
     print(f"candidates and cache keys (manifest plan): {'same' if same_plan else 'DIFFER'}")
-    lines, n = compare(local, ray, args.decimals, args.ratio_tol)
+    lines, n = compare(local, ray, args.decimals, args.ratio_tol, names=("local", "ray"))
     bad += n
-    print(f"{'candidate':<28} {'figure':<22} {'local':>22} {'ray':>22}")
     print("\n".join(lines))
     wl, wr = local.manifest["wall_time_s"], ray.manifest["wall_time_s"]
     print(f"\nwall time: local {wl:.1f} s ({local.manifest.get('executor')}), ray {wr:.1f} s "

@@ -10,15 +10,14 @@ offline, so that `--executor ray` and the local executor can both run it cold on
 
 from __future__ import annotations
 
-import random
 import sys
 from pathlib import Path
 
-WORDS = {
-    "sport": "goal match team win league cup player coach score season".split(),
-    "business": "bank market profit shares growth price sales firm economy rates".split(),
-    "tech": "phone chip software internet users data computer screen network app".split(),
-}
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks import tiny_assets as tiny  # noqa: E402 - after the path setup
 
 SUITE = """\
 name: tiny-topics
@@ -28,16 +27,8 @@ quality: {{max_length: 32}}
 latency: {{batch_sizes: [1], seq_lens: [32], warmup: 3, iterations: 20, threads: 1}}
 """
 
-RECIPE = """\
-# bbc-news-full's pipeline on a 4-layer random BERT (benchmarks/ray_tiny_recipe.py)
-name: tiny-full
-task: text-classification
-model: {model}
-suite: suite.yaml
-seed: 0
-data:
-  train: {{source: {train}}}
-  dev: {{source: {dev}}}
+RECIPE = ("# bbc-news-full's pipeline on a 4-layer random BERT (benchmarks/ray_tiny_recipe.py)\n"
+          + tiny.recipe_template("tiny-full", """\
   calibration: {{source: {train}, limit: 32}}
 pipeline:
   - id: teacher
@@ -78,36 +69,16 @@ pipeline:
     stage: quantize
     with: {{backend: ort-dynamic-int8}}
 baseline: teacher
-"""
-
-
-def rows(n: int, seed: int) -> list[tuple[str, str]]:
-    rng = random.Random(seed)
-    return [(" ".join(rng.choices(WORDS[label], k=12)), label)
-            for label in (list(WORDS)[i % len(WORDS)] for i in range(n))]
+"""))
 
 
 def main(out: Path) -> Path:
-    import pandas as pd
-    import torch
-    from transformers import BertConfig, BertModel, BertTokenizerFast
-
     out.mkdir(parents=True, exist_ok=True)
-    model = out / "tiny-bert"
-    model.mkdir(exist_ok=True)
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + sorted(
-        {w for ws in WORDS.values() for w in ws} | set("abcdefghijklmnopqrstuvwxyz.,"))
-    (model / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    tok = BertTokenizerFast(vocab_file=str(model / "vocab.txt"))
-    cfg = BertConfig(vocab_size=len(vocab), hidden_size=64, num_hidden_layers=4,
-                     num_attention_heads=2, intermediate_size=128, max_position_embeddings=64)
-    torch.manual_seed(0)
-    BertModel(cfg).save_pretrained(model)
-    tok.save_pretrained(model)
+    model = tiny.build_bert(out / "tiny-bert", tiny.topic_vocab(letters=True), hidden=64,
+                            layers=4, intermediate=128, max_positions=64)
     files = {}
     for split, n, seed in (("train", 96, 1), ("dev", 24, 2), ("test", 60, 3)):
-        files[split] = out / f"{split}.csv"
-        pd.DataFrame(rows(n, seed), columns=["text", "label"]).to_csv(files[split], index=False)
+        files[split] = tiny.write_csv(out / f"{split}.csv", tiny.topic_rows(n, seed))
     (out / "suite.yaml").write_text(SUITE.format(test=files["test"]))
     recipe = out / "recipe.yaml"
     recipe.write_text(RECIPE.format(model=model, **files))

@@ -7,23 +7,31 @@ runs can never hide a broken stage.
 from __future__ import annotations
 
 import os
-import random
+import signal
+import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
+
+from benchmarks.tiny_assets import (
+    TOPICS,
+    build_bert,
+    recipe_template,
+    topic_rows,
+    topic_vocab,
+    write_csv,
+)
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
 ROOT = Path(__file__).resolve().parents[1]
-WORDS = {
-    "sport": "goal match team win league cup player coach score season".split(),
-    "business": "bank market profit shares growth price sales firm economy rates".split(),
-    "tech": "phone chip software internet users data computer screen network app".split(),
-}
+WORDS = TOPICS
+make_rows = topic_rows  # (n, seed): n rows of 12 words, the topics in turn
 
 
 @pytest.fixture(autouse=True)
@@ -35,43 +43,20 @@ def _isolated_cache(tmp_path, monkeypatch):
 @pytest.fixture(scope="session")
 def tiny_bert(tmp_path_factory) -> Path:
     """A 2-layer, 32-wide random BERT with a WordPiece tokenizer, saved like a hub model."""
-    from transformers import BertConfig, BertModel, BertTokenizerFast
-
-    path = tmp_path_factory.mktemp("tiny-bert")
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + sorted(
-        {w for ws in WORDS.values() for w in ws} | set("abcdefghijklmnopqrstuvwxyz.,"))
-    (path / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    tok = BertTokenizerFast(vocab_file=str(path / "vocab.txt"))
-    cfg = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2,
-                     num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
-    import torch
-
-    torch.manual_seed(0)
-    BertModel(cfg).save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
+    return build_bert(tmp_path_factory.mktemp("tiny-bert"), topic_vocab(letters=True),
+                      hidden=32, layers=2, intermediate=64, max_positions=128)
 
 
-def make_rows(n: int, seed: int) -> list[tuple[str, str]]:
-    rng = random.Random(seed)
-    rows = []
-    for i in range(n):
-        label = list(WORDS)[i % len(WORDS)]
-        rows.append((" ".join(rng.choices(WORDS[label], k=12)), label))
-    return rows
+def write_splits(folder: Path) -> dict[str, Path]:
+    """train/dev/test CSVs of synthetic 3-topic texts (disjoint seeds) in folder."""
+    return {split: write_csv(folder / f"{split}.csv", make_rows(n, seed))
+            for split, n, seed in (("train", 48, 1), ("dev", 12, 2), ("test", 18, 3))}
 
 
 @pytest.fixture
 def tiny_data(tmp_path) -> dict[str, Path]:
     """train/dev/test CSVs of synthetic 3-topic texts (disjoint seeds)."""
-    import pandas as pd
-
-    out = {}
-    for split, n, seed in (("train", 48, 1), ("dev", 12, 2), ("test", 18, 3)):
-        out[split] = tmp_path / f"{split}.csv"
-        pd.DataFrame(make_rows(n, seed), columns=["text", "label"]).to_csv(out[split],
-                                                                           index=False)
-    return out
+    return write_splits(tmp_path)
 
 
 SUITE = """\
@@ -82,15 +67,7 @@ quality: {{max_length: 32, batch_size: 8}}
 latency: {{batch_sizes: [1], seq_lens: [32], warmup: 1, iterations: 3, threads: 1}}
 """
 
-RECIPE = """\
-name: tiny
-task: text-classification
-model: {model}
-suite: suite.yaml
-seed: 0
-data:
-  train: {{source: {train}}}
-  dev: {{source: {dev}}}
+RECIPE = recipe_template("tiny", """\
 pipeline:
   - id: teacher
     stage: finetune
@@ -101,7 +78,7 @@ pipeline:
     stage: quantize
     with: {{backend: ort-dynamic-int8}}
 candidates: [teacher, onnx, int8]
-"""
+""")
 
 
 @pytest.fixture
@@ -120,11 +97,40 @@ def write_recipe(tmp_path, tiny_bert, tiny_data):
 
 def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout=600):
     """Run the real console entry point in a subprocess; returns CompletedProcess."""
-    import subprocess
-
     return subprocess.run([sys.executable, "-m", "compress", *args], capture_output=True,
                           text=True, cwd=cwd or ROOT, timeout=timeout,
                           env={**os.environ, **(env or {})})
+
+
+def wait_for(condition, timeout: float, proc: subprocess.Popen) -> None:
+    """Poll a condition on the filesystem (no fixed sleep stands in for it)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if proc.poll() is not None:
+            raise AssertionError(f"run ended (exit {proc.returncode}) before the condition held:"
+                                 f" {proc.stderr.read()}")
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting for the run to reach the stage")
+        time.sleep(0.05)
+
+
+def kill_run_mid_stage(recipe: Path, out: Path, cache: Path, key: str,
+                       *extra: str) -> subprocess.Popen:
+    """Start `compress run RECIPE --out OUT EXTRA...` on CACHE, kill it with SIGKILL once
+    the stage of cache key KEY has started writing its temp dir, and wait for it to die;
+    returns the process."""
+    proc = subprocess.Popen([sys.executable, "-m", "compress", "run", str(recipe), "--out",
+                             str(out), *extra], cwd=ROOT, text=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE,
+                            env={**os.environ, "COMPRESS_CACHE_DIR": str(cache)})
+    try:
+        wait_for(lambda: any((cache / "tmp").glob(f"{key}-*")), 300, proc)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return proc
 
 
 # ---------------------------------------------------------------- stage tests (issue 4)
@@ -281,14 +287,8 @@ def inproc_outputs(path: Path, task: str):
 def tiny_run(tiny_bert, tmp_path_factory):
     """One tiny real run (teacher, ONNX, ORT INT8) shared by the tests that only read it
     (the run is the slow part)."""
-    import pandas as pd
-
     tmp = tmp_path_factory.mktemp("tiny-run")
-    data = {}
-    for split, n, seed in (("train", 48, 1), ("dev", 12, 2), ("test", 18, 3)):
-        data[split] = tmp / f"{split}.csv"
-        pd.DataFrame(make_rows(n, seed), columns=["text", "label"]).to_csv(data[split],
-                                                                           index=False)
+    data = write_splits(tmp)
     (tmp / "suite.yaml").write_text(SUITE.format(test=data["test"]))
     recipe = tmp / "recipe.yaml"
     recipe.write_text(textwrap.dedent(RECIPE).format(model=tiny_bert, **data))

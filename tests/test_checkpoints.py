@@ -12,21 +12,14 @@ import sys
 
 import pytest
 
+from benchmarks.tiny_assets import recipe_template
 from compress.artifacts import META_FILE
 from compress.checkpoints import CheckpointArea
 from tests.conftest import ROOT, make_rows, run_cli
 
 # a teacher (3 epochs with dev: best-epoch selection), a student distilled from it and a
 # magnitude-pruned student with recovery, each checkpointing every few steps
-RECIPE = """\
-name: tiny-resume
-task: text-classification
-model: {model}
-suite: suite.yaml
-seed: 0
-data:
-  train: {{source: {train}}}
-  dev: {{source: {dev}}}
+RECIPE = recipe_template("tiny-resume", """\
 pipeline:
   - id: teacher
     stage: finetune
@@ -40,7 +33,7 @@ pipeline:
     with: {{method: magnitude, sparsity: 0.5, recovery_steps: 6, batch_size: 8,
            max_length: 32, checkpoint_every: 2}}
 candidates: [pruned]
-"""
+""")
 
 
 # ---------------------------------------------------------------- the training loop

@@ -152,6 +152,27 @@ def test_ort_node_count_is_what_ort_runs(tmp_path):
     assert counts["nodes"] >= 5
 
 
+def test_ort_node_count_is_taken_once_per_onnx_candidate(monkeypatch, tmp_path):
+    """ORT runs the same nodes whatever the prompt: one count serves every setting (it
+    was taken again for each prompt length, an ORT session build each time)."""
+    from compress.hardware import nodes
+    from compress.hardware.projection import CandidateModel
+
+    calls = []
+
+    def counts(path):
+        calls.append(path)
+        return {"nodes": 40, "gemv": 12}
+
+    monkeypatch.setattr(nodes, "ort_node_counts", counts)
+    (tmp_path / "model.onnx").write_bytes(b"")
+    info = ArtifactInfo(tmp_path, "onnx", "onnxruntime", "fp32", "fp32",
+                        config=dict(LLAMA))
+    model = CandidateModel("onnx", None, "onnx", info=info)
+    assert [model.decode_dispatch_ops(p) for p in (16, 128, 16)] == [28, 28, 28]
+    assert calls == [tmp_path / "model.onnx"]
+
+
 def test_eager_decode_ops_extrapolate_to_the_direct_count():
     """Counted on one and two layers and extrapolated: the same number a three-layer
     model dispatches, counted directly; and far more than the per-layer estimate."""

@@ -3,45 +3,19 @@ locks die with it, and the next run resumes from what was finished."""
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
-import time
 
 from compress.artifacts import META_FILE
 from compress.engine import prepare, run_recipe
-from tests.conftest import ROOT
-
-
-def wait_for(condition, timeout: float, proc: subprocess.Popen) -> None:
-    """Poll a condition on the filesystem (no fixed sleep stands in for it)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if proc.poll() is not None:
-            raise AssertionError(f"run ended (exit {proc.returncode}) before the condition held:"
-                                 f" {proc.stderr.read()}")
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting for the run to reach the stage")
-        time.sleep(0.05)
+from tests.conftest import kill_run_mid_stage
 
 
 def test_kill_9_mid_stage_then_resume(write_recipe, tmp_path):
     path = write_recipe()
     cache = tmp_path / "cache"
     keys = {n.step: n.key for n in prepare(path).nodes}
-    proc = subprocess.Popen([sys.executable, "-m", "compress", "run", str(path), "--out",
-                             str(tmp_path / "run1")], cwd=ROOT, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env={**os.environ, "COMPRESS_CACHE_DIR": str(cache)})
-    try:
-        # kill once the export (second stage) has started writing its temp dir
-        wait_for(lambda: any((cache / "tmp").glob(f"{keys['onnx']}-*")), 300, proc)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    # killed once the export (second stage) has started writing its temp dir
+    proc = kill_run_mid_stage(path, tmp_path / "run1", cache, keys["onnx"])
     assert proc.returncode == -signal.SIGKILL
     artifacts = {a.name for a in (cache / "artifacts").iterdir()}
     assert artifacts == {keys["teacher"]}  # the finished stage, and nothing half-written

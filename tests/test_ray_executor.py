@@ -8,17 +8,13 @@ from __future__ import annotations
 
 import os
 import re
-import signal
-import subprocess
-import sys
 
 import pytest
 
 from compress.artifacts import META_FILE
 from compress.engine import build_all, prepare, run_recipe
 from compress.store import Store
-from tests.conftest import RECIPE, ROOT
-from tests.test_interrupt import wait_for
+from tests.conftest import RECIPE, ROOT, kill_run_mid_stage
 
 PLUGINS = "tests.boom_stage,tests.rendezvous_stage"
 
@@ -134,19 +130,9 @@ def test_killed_driver_resumes_from_the_cache(ray_local, write_recipe, tmp_path)
     cache = tmp_path / "cache"
     keys = {n.step: n.key for n in prepare(path).nodes}
     address = ray_local.address_info["address"]
-    proc = subprocess.Popen([sys.executable, "-m", "compress", "run", str(path), "--out",
-                             str(tmp_path / "run1"), "--executor", "ray", "--ray-address",
-                             address], cwd=ROOT, text=True, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE,
-                            env={**os.environ, "COMPRESS_CACHE_DIR": str(cache)})
-    try:
-        # kill the driver once the export (second stage) is being built on a worker
-        wait_for(lambda: any((cache / "tmp").glob(f"{keys['onnx']}-*")), 300, proc)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    # kill the driver once the export (second stage) is being built on a worker
+    kill_run_mid_stage(path, tmp_path / "run1", cache, keys["onnx"], "--executor", "ray",
+                       "--ray-address", address)
     assert {a.name for a in (cache / "artifacts").iterdir()} >= {keys["teacher"]}
     assert not (tmp_path / "run1" / "results.json").exists()
     # resume: the finished teacher is reused; the export's worker died with its driver

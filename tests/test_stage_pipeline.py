@@ -3,18 +3,11 @@ worker: every kind they produce loads through compress.loading in a fresh proces
 
 from __future__ import annotations
 
+from benchmarks.tiny_assets import recipe_template
 from compress.engine import run_recipe
 from tests.conftest import check_quality_from_units
 
-PIPELINE = """\
-name: tiny
-task: text-classification
-model: {model}
-suite: suite.yaml
-seed: 0
-data:
-  train: {{source: {train}}}
-  dev: {{source: {dev}}}
+PIPELINE = recipe_template("tiny", """\
 pipeline:
   - id: teacher
     stage: finetune
@@ -33,7 +26,7 @@ pipeline:
     input: pruned
     with: {{optimize: O1}}
 candidates: [teacher, student, pruned, int8, onnx]
-"""
+""")
 
 
 def test_new_stages_build_and_measure_end_to_end(write_recipe, tmp_path):

@@ -68,7 +68,7 @@ class CandidateModel:
         self.info = info or inspect_artifact(artifact_path, kind)
         self.arch = None
         self.error = None
-        self._dispatch: dict[int, int | None] = {}
+        self._dispatch: dict[int | None, int | None] = {}
         try:
             self.arch = arch_from(self.info)
         except (ValueError, TypeError, KeyError) as exc:
@@ -76,19 +76,23 @@ class CandidateModel:
 
     def decode_dispatch_ops(self, prompt: int) -> int | None:
         """The non-GEMV ops one decode step dispatches, counted from this artifact (ONNX:
-        the nodes ORT runs; PyTorch: the eager ops of its architecture), or None."""
-        if prompt not in self._dispatch:
+        the nodes ORT runs, whatever the prompt: counted once; PyTorch: the eager ops of
+        its architecture after that prompt), or None."""
+        path = self.info.path
+        onnx = self.info.framework == "onnxruntime" and path is not None
+        key = None if onnx else prompt
+        if key not in self._dispatch:
             from compress.hardware.nodes import eager_decode_ops, ort_node_counts
 
-            counts, path = None, self.info.path
-            if self.info.framework == "onnxruntime" and path is not None:
+            counts = None
+            if onnx:
                 onnx_files = sorted(path.glob("*.onnx"))
                 counts = ort_node_counts(onnx_files[0]) if onnx_files else None
                 counts = counts and {"ops": counts["nodes"], "gemv": counts["gemv"]}
             elif self.arch is not None and self.info.config:
                 counts = eager_decode_ops(self.info.config, self.arch.n_layers, prompt)
-            self._dispatch[prompt] = counts["ops"] - counts["gemv"] if counts else None
-        return self._dispatch[prompt]
+            self._dispatch[key] = counts["ops"] - counts["gemv"] if counts else None
+        return self._dispatch[key]
 
     def supported(self, target: Target, catalog: Catalog) -> list[tuple[str, str | None]]:
         """(runtime, reason or None) for every runtime of its framework on the target."""
