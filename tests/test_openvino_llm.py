@@ -182,6 +182,17 @@ def test_nncf_weights_int4_awq_calibrates_and_stores_4_bits(llama_ov, tmp_path):
     assert stage.produces_format(stage.parse_config(settings)) == "int4-weight-ov"
 
 
+def test_nncf_gptq_on_an_onnx_export_says_why_it_cannot(llama_ov, tmp_path):
+    from compress.errors import StageError
+
+    onnx, _, _ = llama_ov
+    with pytest.raises(StageError, match=r"gptq\): NNCF .* stored transposed.*ort-int4-weight"):
+        run_stage("quantize", {"backend": "nncf-weights", "mode": "int4_sym", "group_size": 16,
+                               "gptq": True, "subset_size": 4, "max_length": 16},
+                  onnx.path, tmp_path / "q", "causal-lm",
+                  data={"calibration": text_frame(6, seed=3, labels=False)})
+
+
 # the nncf-int8 test's recipe, with the nncf-weights setting under test
 BAD = BAD_INT8.replace("backend: nncf-int8, preset: fastest", "backend: nncf-weights, SETTING")
 

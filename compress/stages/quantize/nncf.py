@@ -271,6 +271,11 @@ class NncfWeights(Backend):
         except (nncf.ValidationError, nncf.UnsupportedModelError, RuntimeError,
                 ValueError) as exc:
             used = [f for f in DATA_AWARE if getattr(config, f)]
+            if config.gptq and "Transpose is not supported" in str(exc):
+                exc = ("its GPTQ takes only MatMuls whose weights are stored transposed "
+                       "([out, in], as OpenVINO's PyTorch conversion writes them), and an "
+                       "ONNX export stores them [in, out]; use awq and scale_estimation "
+                       "here, or quantize backend ort-int4-weight with algorithm gptq")
             raise StageError(f"nncf-weights (mode {config.mode}"
                              + (f", {', '.join(used)}" if used else "")
                              + f"): NNCF {nncf.__version__} refused this model: {exc}") from None
