@@ -55,7 +55,8 @@ FLOWS = [("fp32 ONNX", "onnx"), ("ORT INT8 (default)", "ort-int8"),
          ("ORT INT4 HQQ (block 32)", "ort-int4-hqq"),
          ("OpenVINO fp32 (same ONNX, converted to IR)", "ov"),
          ("NNCF INT8 weights on OpenVINO (int8_asym, per channel)", "nncf-int8"),
-         ("NNCF INT4 on OpenVINO (NNCF defaults: int4_asym, group 128)", "nncf-int4"),
+         ("NNCF INT4 on OpenVINO (NNCF defaults: int4_asym, group 128, adjusted to 64 "
+          "where 128 does not divide the width)", "nncf-int4"),
          ("NNCF INT4 RTN on OpenVINO (Q4_1 layout: group 32, asym; the control)",
           "nncf-int4-g32"),
          ("NNCF INT4 AWQ + scale estimation on OpenVINO (group 32, asym)", "nncf-int4-awq")]

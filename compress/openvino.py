@@ -23,7 +23,8 @@ PRECISIONS = ("fp32", "bf16", "f16")
 OV_TYPES = {"fp32": "f32", "bf16": "bf16", "f16": "f16"}
 # IR element types -> (dtype name as the measurement records it, bits per element)
 IR_DTYPES = {"f32": ("float32", 32), "f16": ("float16", 16), "bf16": ("bfloat16", 16),
-             "i64": ("int64", 64), "i32": ("int32", 32), "i8": ("int8", 8),
+             "i64": ("int64", 64), "i32": ("int32", 32), "i16": ("int16", 16),
+             "u16": ("uint16", 16), "i8": ("int8", 8),
              "u8": ("uint8", 8), "i4": ("int4", 4), "u4": ("uint4", 4),
              "boolean": ("bool", 8)}
 

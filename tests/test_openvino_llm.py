@@ -182,6 +182,31 @@ def test_nncf_weights_int4_awq_calibrates_and_stores_4_bits(llama_ov, tmp_path):
     assert stage.produces_format(stage.parse_config(settings)) == "int4-weight-ov"
 
 
+def test_scale_estimation_on_large_weights_keeps_float_scales(llama_ov, tmp_path,
+                                                             monkeypatch):
+    """NNCF 3.4.0 compresses weights above a size threshold (every layer of a real LLM) with
+    OpenVINO-compiled functions, and with scale estimation those wrote the group scales as
+    int16: SmolLM2 came out with top-1 agreement 0. Lowering the threshold to 0 makes the
+    tiny model take that path; the stage must give the same model as the numpy path."""
+    import nncf.quantization.algorithms.weight_compression.weight_lowering as lowering
+
+    from compress.openvino import ir_weights
+
+    onnx, _, _ = llama_ov
+    settings = {"backend": "nncf-weights", "mode": "int4_asym", "group_size": 16,
+                "scale_estimation": True, "subset_size": 6, "max_length": 16}
+    data = {"calibration": text_frame(10, seed=3, labels=False)}
+    _, small = run_stage("quantize", settings, onnx.path, tmp_path / "numpy", "causal-lm",
+                         data=data)
+    monkeypatch.setattr(lowering, "MIN_INPUT_SIZE_FOR_OPTIMIZED_COMPRESSION", 0)
+    art, large = run_stage("quantize", settings, onnx.path, tmp_path / "ov", "causal-lm",
+                           data=data)
+    assert "int16" not in ir_weights(art.path)[0]
+    assert large["max_abs_diff_vs_input"] == pytest.approx(small["max_abs_diff_vs_input"],
+                                                           rel=1e-3)
+    assert large["top1_agreement_vs_input"] == small["top1_agreement_vs_input"]
+
+
 def test_nncf_gptq_on_an_onnx_export_says_why_it_cannot(llama_ov, tmp_path):
     from compress.errors import StageError
 

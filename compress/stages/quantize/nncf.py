@@ -17,6 +17,8 @@ weights inside its MatMul kernels, which pays off when decoding is memory bound.
 
 from __future__ import annotations
 
+import os
+from contextlib import contextmanager
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -139,6 +141,7 @@ class NncfInt8(Backend):
 
 # ---------------------------------------------------------------- weight compression
 
+NO_OV_COMPRESSION = "NNCF_DISABLE_OPTIMIZED_COMPRESSION"
 WEIGHT_MODES = ("int8_sym", "int8_asym", "int4_sym", "int4_asym")
 DATA_AWARE = ("awq", "scale_estimation", "gptq")
 
@@ -150,6 +153,11 @@ class NncfWeightsConfig(StageConfig):
     group_size: int | None = Field(
         None, description="int4: weights per scale (NNCF's default 128; -1 = one scale per "
                           "output channel); int8 modes are per channel and take none")
+    group_size_fallback: Literal["error", "adjust", "ignore"] = Field(
+        "error", description="int4: a layer whose input width group_size does not divide: "
+                             "error (the build fails, naming the layers), adjust (the largest "
+                             "power of two that divides it, at least 32), ignore (left at "
+                             "backup_mode)")
     ratio: float | None = Field(
         None, gt=0, le=1, description="int4: share of the layers compressed to 4 bits (the "
                                       "rest get backup_mode); default 1")
@@ -183,12 +191,39 @@ class NncfWeightsConfig(StageConfig):
             return self
         given = [f"{f}: {getattr(self, f)!r}" for f in ("group_size", "ratio")
                  if getattr(self, f) not in (None, -1, 1, 1.0)]
+        given += [f"group_size_fallback: {self.group_size_fallback}"
+                  ] if self.group_size_fallback != "error" else []
         given += [f"{f}: true" for f in ("all_layers", *DATA_AWARE) if getattr(self, f)]
         if given:
             raise ValueError(f"mode {self.mode} compresses every weight per output channel to "
                              f"8 bits; got {', '.join(given)}, which are for the int4 modes "
                              "(int4_sym, int4_asym)")
         return self
+
+
+@contextmanager
+def _numpy_compression(needed: bool):
+    """NNCF 3.4.0 with openvino 2026.4.1: scale estimation through NNCF's OpenVINO-compiled
+    compression functions (used for weights above a size threshold: every layer of a real
+    LLM, none of a tiny test model) writes the group scales as i16 bit patterns, and the
+    model computes garbage (SmolLM2: top-1 agreement 0). Its numpy path is correct: force
+    it (NNCF's own switch) while scale estimation runs."""
+    if not needed or os.environ.get(NO_OV_COMPRESSION) is not None:
+        yield
+        return
+    os.environ[NO_OV_COMPRESSION] = "1"
+    try:
+        yield
+    finally:
+        del os.environ[NO_OV_COMPRESSION]
+
+
+def _shorten(message: str, lines: int = 4) -> str:
+    """NNCF lists every failed node (hundreds on an LLM): keep the first few."""
+    parts = message.strip().splitlines()
+    if len(parts) <= lines + 1:
+        return message.strip()
+    return "\n".join(parts[:lines + 1] + [f"\t... and {len(parts) - lines - 1} more"])
 
 
 @backend
@@ -256,21 +291,28 @@ class NncfWeights(Backend):
         int4 = config.mode.startswith("int4")
         extra = {"group_size": config.group_size, "ratio": config.ratio,
                  "all_layers": config.all_layers,
-                 "backup_mode": nncf.BackupMode(config.backup_mode)} if int4 else {}
+                 "backup_mode": nncf.BackupMode(config.backup_mode),
+                 "advanced_parameters": nncf.AdvancedCompressionParameters(
+                     group_size_fallback_mode=nncf.GroupSizeFallbackMode(
+                         config.group_size_fallback))} if int4 else {}
         if feeds:
             extra |= {"dataset": nncf.Dataset(feeds), "subset_size": len(feeds),
                       "awq": config.awq, "scale_estimation": config.scale_estimation,
                       "gptq": config.gptq}
         try:
-            with quiet_fds():
+            with quiet_fds(), _numpy_compression(config.scale_estimation):
                 return nncf.compress_weights(
                     model, mode=nncf.CompressWeightsMode(config.mode),
                     ignored_scope=nncf.IgnoredScope(names=scope.names, patterns=scope.patterns,
                                                     types=scope.types, validate=True),
                     **extra)
-        except (nncf.ValidationError, nncf.UnsupportedModelError, RuntimeError,
-                ValueError) as exc:
+        except (nncf.ValidationError, nncf.UnsupportedModelError, nncf.InvalidGroupSizeError,
+                RuntimeError, ValueError) as exc:
             used = [f for f in DATA_AWARE if getattr(config, f)]
+            if isinstance(exc, nncf.InvalidGroupSizeError):
+                exc = (f"group_size {config.group_size} does not divide the input width of "
+                       "these layers (set another group_size, or group_size_fallback: adjust "
+                       f"or ignore): {exc}")
             if config.gptq and "Transpose is not supported" in str(exc):
                 exc = ("its GPTQ takes only MatMuls whose weights are stored transposed "
                        "([out, in], as OpenVINO's PyTorch conversion writes them), and an "
@@ -278,15 +320,20 @@ class NncfWeights(Backend):
                        "here, or quantize backend ort-int4-weight with algorithm gptq")
             raise StageError(f"nncf-weights (mode {config.mode}"
                              + (f", {', '.join(used)}" if used else "")
-                             + f"): NNCF {nncf.__version__} refused this model: {exc}") from None
+                             + f"): NNCF {nncf.__version__} refused this model: "
+                             + _shorten(str(exc))) from None
 
     def save(self, ctx, source, loaded, applied, out_dir):
         import openvino as ov
 
+        from compress.errors import StageError
         from compress.openvino import IR_FILE, ir_weights
 
         ov.save_model(applied, str(out_dir / IR_FILE), compress_to_fp16=False)
         copy_side_files(source.path, out_dir)
         stored = ir_weights(out_dir)[0]
+        if "int16" in stored:  # see _numpy_compression
+            raise StageError("nncf-weights: NNCF wrote int16 constants (group scales as bit "
+                             "patterns: the model would compute garbage); not saved")
         return {**ov_agreement(source.path, out_dir), "calibration_texts": len(loaded[1]),
                 "stored_bytes_by_dtype": stored}
