@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from compress.kvsession import KvSession
+
 
 class Encoder:
     def __init__(self, model_dir: str | Path):
@@ -63,11 +65,12 @@ ORT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16,
               "tensor(int64)": np.int64, "tensor(int32)": np.int32}
 
 
-class OrtModel:
+class OrtModel(KvSession):
     """An ONNX Runtime session over an artifact's model.onnx, fed only the inputs it has.
 
     Decoders exported with a KV cache take `past_key_values.*` inputs: when none are given
-    they get empty ones (a fresh sequence), and `position_ids` follow the past length.
+    they get empty ones (a fresh sequence), and `position_ids` follow the past length
+    (`compress.kvsession`).
     """
 
     def __init__(self, model_dir: str | Path, threads: int | None = None,
@@ -84,50 +87,15 @@ class OrtModel:
         usable = [p for p in self.requested if p in available] or ["CPUExecutionProvider"]
         self.session = ort.InferenceSession(str(Path(model_dir) / "model.onnx"), opts,
                                             providers=usable)
-        self.input_info = {i.name: i for i in self.session.get_inputs()}
-        self.inputs = list(self.input_info)
-        self.past_inputs = [n for n in self.inputs if n.startswith(("past_key_values", "past."))]
-        self.outputs = [o.name for o in self.session.get_outputs()]
-        self.output = self.outputs[0]
+        super().__init__({i.name: (list(i.shape), ORT_DTYPES.get(i.type, np.float32))
+                          for i in self.session.get_inputs()},
+                         [o.name for o in self.session.get_outputs()])
 
     @property
     def providers(self) -> list[str]:
         """The providers the session really uses (ORT silently falls back to CPU)."""
         return self.session.get_providers()
 
-    def empty_past(self, batch: int) -> dict[str, np.ndarray]:
-        past = {}
-        for name in self.past_inputs:
-            info = self.input_info[name]
-            shape = [d if isinstance(d, int) else 0 for d in info.shape]
-            shape[0] = batch
-            past[name] = np.zeros(shape, dtype=ORT_DTYPES.get(info.type, np.float32))
-        return past
-
-    def feeds(self, feeds: dict[str, np.ndarray], past: dict | None = None) -> dict:
-        """Complete tokenizer feeds for this session: an empty past for a fresh sequence,
-        and position ids counted along the attention mask (which covers past + new tokens,
-        so padding and the cache are both accounted for)."""
-        ids = feeds["input_ids"]
-        out = {k: v for k, v in feeds.items() if k in self.input_info}
-        if self.past_inputs:
-            out.update(past if past is not None else self.empty_past(ids.shape[0]))
-        if "position_ids" in self.input_info and "position_ids" not in out:
-            mask = feeds.get("attention_mask", np.ones_like(ids))
-            pos = np.clip(np.cumsum(mask, axis=1) - 1, 0, None)[:, -ids.shape[1]:]
-            out["position_ids"] = pos.astype(np.int64)
-        return out
-
-    def run_all(self, feeds: dict, past: dict | None = None) -> dict[str, np.ndarray]:
-        outs = self.session.run(None, self.feeds(feeds, past))
-        return dict(zip(self.outputs, outs, strict=True))
-
-    def present(self, named: dict[str, np.ndarray]) -> dict[str, np.ndarray] | None:
-        """The KV cache a run returned, renamed as the next run's past inputs."""
-        if not self.past_inputs:
-            return None
-        return {n: named[n.replace("past_key_values", "present").replace("past.", "present.")]
-                for n in self.past_inputs}
-
-    def __call__(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        return self.session.run([self.output], self.feeds(feeds))[0]
+    def run(self, feeds: dict[str, np.ndarray], names: list[str] | None = None
+            ) -> list[np.ndarray]:
+        return self.session.run(names, feeds)

@@ -15,13 +15,16 @@ from pathlib import Path
 
 import numpy as np
 
+from compress.kvsession import KvSession
+
 IR_FILE = "openvino_model.xml"
 PRECISIONS = ("fp32", "bf16", "f16")
 # compress's names -> OpenVINO element types
 OV_TYPES = {"fp32": "f32", "bf16": "bf16", "f16": "f16"}
 # IR element types -> (dtype name as the measurement records it, bits per element)
 IR_DTYPES = {"f32": ("float32", 32), "f16": ("float16", 16), "bf16": ("bfloat16", 16),
-             "i64": ("int64", 64), "i32": ("int32", 32), "i8": ("int8", 8),
+             "i64": ("int64", 64), "i32": ("int32", 32), "i16": ("int16", 16),
+             "u16": ("uint16", 16), "i8": ("int8", 8),
              "u8": ("uint8", 8), "i4": ("int4", 4), "u4": ("uint4", 4),
              "boolean": ("bool", 8)}
 
@@ -50,8 +53,18 @@ def cpu_capabilities() -> list[str]:
     return list(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
 
 
-class OvModel:
-    """A compiled OpenVINO IR: same numpy feeds in, the first output out."""
+def ov_inputs(ports) -> dict[str, tuple[list, type]]:
+    """A model's inputs as KvSession describes them: {name: (shape, numpy dtype)}, a
+    dynamic dimension as None."""
+    return {p.any_name: ([d.get_length() if d.is_static else None
+                          for d in p.get_partial_shape()], p.get_element_type().to_dtype().type)
+            for p in ports}
+
+
+class OvModel(KvSession):
+    """A compiled OpenVINO IR: same numpy feeds in, the first output out; a decoder's
+    KV-cache inputs and outputs are fed and returned as for ONNX Runtime (the IR keeps the
+    ONNX export's tensor names)."""
 
     def __init__(self, model_dir: str | Path, threads: int = 1, precision: str = "fp32"):
         import openvino as ov
@@ -62,12 +75,14 @@ class OvModel:
         self.requested_precision = precision
         self.precision = precision_name(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
         self.threads = int(self.compiled.get_property("INFERENCE_NUM_THREADS"))
-        self.inputs = {i.any_name for i in self.compiled.inputs}
         self.request = self.compiled.create_infer_request()
+        self.ports = {p.any_name: p for p in self.compiled.outputs}
+        super().__init__(ov_inputs(self.compiled.inputs), list(self.ports))
 
-    def __call__(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        out = self.request.infer({k: v for k, v in feeds.items() if k in self.inputs})
-        return np.array(out[self.compiled.output(0)], copy=True)
+    def run(self, feeds: dict[str, np.ndarray], names: list[str] | None = None
+            ) -> list[np.ndarray]:
+        out = self.request.infer(feeds)  # copies the outputs (share_outputs=False)
+        return [out[self.ports[n]] for n in (names or self.outputs)]
 
 
 def convert_onnx(onnx_dir: Path, out_dir: Path, compress_to_fp16: bool = False) -> None:

@@ -22,7 +22,7 @@ def _family(*modules: str, cpu: bool = True) -> list[str]:
 TORCH_BACKENDS = _family("pytorch", "casts")
 BNB_BACKENDS = _family("bnb")
 ORT_BACKENDS = _family("ort")
-NNCF_BACKENDS = _family("nncf")  # run in tests/test_openvino.py (OpenVINO IR outputs)
+NNCF_BACKENDS = _family("nncf")  # run in tests/test_openvino*.py (OpenVINO IR outputs)
 CUDA_ONLY = [n for fam in ("pytorch", "casts", "bnb", "ort", "nncf")
              for n in _family(fam, cpu=False)]
 
@@ -34,7 +34,8 @@ def test_every_backend_is_in_a_family_these_tests_run():
 
     assert sorted(TORCH_BACKENDS + BNB_BACKENDS + ORT_BACKENDS + NNCF_BACKENDS
                   + CUDA_ONLY) == sorted(BACKENDS)
-    assert NNCF_BACKENDS == ["nncf-int8"]  # each one has its test in tests/test_openvino.py
+    # each one has its tests in tests/test_openvino.py and tests/test_openvino_llm.py
+    assert NNCF_BACKENDS == ["nncf-int8", "nncf-weights"]
     assert {"torch-dynamic-int8", "torchao-int8-weight", "fp16"} <= set(TORCH_BACKENDS)
     assert "torchao-int4-weight" in CUDA_ONLY
 
@@ -193,7 +194,7 @@ def test_capabilities_are_queryable_data():
     from compress.stages.quantize import BACKENDS
 
     caps = {c["name"]: c for c in backend_capabilities()}
-    assert set(caps) == set(BACKENDS) and len(caps) == 13
+    assert set(caps) == set(BACKENDS) and len(caps) == 14
     assert caps["torchao-int4-weight"]["runs_on"] == ["cuda"]
     assert "no INT8 kernels" in caps["ort-dynamic-int8"]["slow"]["ort-cuda"]
     assert not runs_fast_on("bf16", "cuda", 7.5) and runs_fast_on("bf16", "cuda", 8.0)

@@ -5,7 +5,8 @@ Every runner takes the same numpy feeds (from compress.encoding.Encoder) and ret
 outputs, so that the quality figure belongs to the exact artifact and backend that was
 timed. The ONNX Runtime and OpenVINO runners import neither torch nor transformers.
 Causal-lm runners also expose `prefill` and `decode` with a KV cache, the way a server
-generates (not the OpenVINO one yet: it measures encoders).
+generates: ONNX Runtime and OpenVINO share one implementation (`kvsession.KvRunner` over
+the session), so that the same loops score and time both.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
+from compress.kvsession import KvRunner
 
-class OrtRunner:
+
+class OrtRunner(KvRunner):
     backend = "onnxruntime"
 
     def __init__(self, path: str, threads: int, providers: list[str]):
@@ -36,20 +39,6 @@ class OrtRunner:
     def __call__(self, feeds: dict) -> np.ndarray:
         return self.model(feeds)
 
-    # causal-lm
-    def prefill(self, feeds: dict):
-        named = self.model.run_all(feeds)
-        return named[self.model.output], self.model.present(named)
-
-    def decode(self, next_ids: np.ndarray, attention_mask: np.ndarray, past):
-        if not self.model.past_inputs:  # exported without a KV cache: recompute it all
-            ids = np.concatenate([past, next_ids], axis=1)
-            logits = self.model({"input_ids": ids, "attention_mask": attention_mask})
-            return logits[:, -1:], ids
-        named = self.model.run_all({"input_ids": next_ids, "attention_mask": attention_mask},
-                                   past)
-        return named[self.model.output], self.model.present(named)
-
     def weights_by_dtype(self, path: str) -> dict[str, int]:
         import onnx
         from onnx.helper import tensor_dtype_to_np_dtype
@@ -63,10 +52,12 @@ class OrtRunner:
         return out
 
 
-class OpenVinoRunner:
+class OpenVinoRunner(KvRunner):
     """An OpenVINO IR on the CPU plugin: threads pinned, one stream, latency mode, and the
     inference precision explicit (the suite's `openvino_precision`); the precision the
-    compiled model really uses is recorded (a CPU without bf16 runs fp32)."""
+    compiled model really uses is recorded (a CPU without bf16 runs fp32). A causal LM
+    converted from compress's export keeps its KV-cache inputs: `prefill`/`decode` feed
+    them as for ONNX Runtime."""
 
     backend = "openvino"
 
@@ -182,9 +173,6 @@ class TorchRunner:
 
 def make_runner(path: str, kind: str, task: str, latency: dict):
     if kind == "openvino":
-        if task == "causal-lm":
-            raise ValueError("the openvino runtime measures encoders only (no KV-cache "
-                             "decoding yet): causal-lm candidates cannot use it")
         return OpenVinoRunner(path, latency["threads"],
                               latency.get("openvino_precision") or "fp32")
     if kind.startswith("onnx"):

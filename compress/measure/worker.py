@@ -71,11 +71,13 @@ class Forward:
 
 class Generate:
     """Prefill a prompt, then decode `gen_tokens` tokens greedily with the KV cache; the
-    prefill and every decode step are timed separately."""
+    prefill and every decode step are timed separately. `tokens` holds the last call's
+    generated ids (batch x gen_tokens)."""
 
     def __init__(self, runner, feeds, gen_tokens: int):
         self.runner, self.feeds, self.gen_tokens = runner, feeds, gen_tokens
         self.prefill_ms, self.decode_ms = [], []
+        self.tokens = np.zeros((feeds["input_ids"].shape[0], 0), dtype=np.int64)
 
     def __call__(self, record: bool) -> None:
         from compress.measure.runners import timed
@@ -87,13 +89,16 @@ class Generate:
         if past is None:  # no KV cache: the runner recomputes from the whole sequence
             past = feeds["input_ids"]
         mask = feeds["attention_mask"]
-        steps = []
+        steps, tokens = [], []
         for _ in range(self.gen_tokens):
             nxt = logits[:, -1:].argmax(-1).astype(np.int64)
+            tokens.append(nxt)
             mask = np.concatenate([mask, np.ones_like(nxt)], axis=1)
             args = (nxt, mask, past)
             steps.append(timed(lambda a=args: out.update(r=runner.decode(*a)), runner.sync))
             logits, past = out["r"]
+        if tokens:
+            self.tokens = np.concatenate(tokens, axis=1)
         if record:
             self.prefill_ms.append(t)
             self.decode_ms.extend(steps)

@@ -4,8 +4,11 @@ The IR keeps the model's float weights (or stores them as f16 with `compress_to_
 which OpenVINO decompresses on load); the precision it RUNS at is not a property of the
 file but of how it is compiled, and the suite decides it (`latency.openvino_precision`).
 The conversion is checked against the ONNX input, both at fp32, on the sample texts.
-To quantize for OpenVINO, use `quantize` with `backend: nncf-int8` (on the ONNX model or
-on this IR).
+A causal-LM export keeps its KV-cache inputs and outputs (past_key_values.* ->
+present.*; a stateless IR): the openvino runtime feeds them as ONNX Runtime does, so
+perplexity and decode are measured the same way on both. To quantize for OpenVINO, use
+`quantize` with `backend: nncf-int8` (encoders) or `backend: nncf-weights` (weight
+compression, for LLMs), on the ONNX model or on this IR.
 """
 
 from __future__ import annotations
@@ -38,9 +41,6 @@ class OpenVino(Stage):
         return Kind.OPENVINO
 
     def check(self, config, task):
-        if task == "causal-lm":
-            return ("the openvino stage converts encoders only: the openvino runtime has no "
-                    "KV-cache decoding yet, so a causal-lm candidate could not be measured")
         if importlib.util.find_spec("openvino") is None:
             return "the openvino stage needs the 'openvino' package (the cpu extra)"
         return None

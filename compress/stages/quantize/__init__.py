@@ -67,7 +67,7 @@ class Quantize(Stage):
         return BACKENDS[config.backend].produces
 
     def produces_format(self, config):
-        return BACKENDS[config.backend].format
+        return BACKENDS[config.backend].format_for(config)
 
     def data_roles(self, config):
         return BACKENDS[config.backend].data_roles(config)

@@ -40,6 +40,11 @@ class Backend:
     def resolve(self, config):
         return config
 
+    def format_for(self, config) -> str:
+        """The catalog format this config's artifact computes in (`format`, unless the
+        backend's settings choose among several)."""
+        return self.format
+
     def check(self, config, task: str) -> str | None:
         if task not in self.tasks:
             return f"quantize backend {self.name} does not support task {task}"
