@@ -18,7 +18,8 @@ Accuracy is on the 445-article test split, with Wilson intervals and paired-boot
 intervals on the change against the teacher.
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/peers.py --teacher-run RUN_DIR \
-        [--compress-run RUN_DIR ...] [--rounds 30] [--out benchmarks/results/peers-DATE.txt]
+        [--compress-run RUN_DIR ...] [--rounds 30] [--max-slowdown 3] \
+        [--out benchmarks/results/peers-DATE.txt]
 
 RUN_DIR is a `compress run recipes/demo-bbc-news.yaml --out RUN_DIR` (its teacher and its
 ONNX export are used); `--compress-run` takes runs of recipes/bbc-news-full.yaml too.
@@ -66,8 +67,26 @@ def candidates(run_dir: Path) -> list[dict]:
             else []
         out.append({"name": f"{recipe}:{r['candidate']}", "kind": r["kind"],
                     "path": r["artifact_path"], "same_arch": not set(stages) & set(DIST),
-                    "baseline": r.get("baseline") == r["candidate"]})
+                    "baseline": r.get("baseline") == r["candidate"],
+                    "run_p50": r.get("latency_p50_ms")})
+    base_p50 = next((c["run_p50"] for c in out if c["baseline"]), None)
+    for c in out:
+        c["run_ratio"] = (c["run_p50"] / base_p50) if c["run_p50"] and base_p50 else None
     return out
+
+
+def too_slow(cands: list[dict], max_slowdown: float) -> tuple[list[dict], list[str]]:
+    """Drop candidates whose own run measured them more than `max_slowdown` x slower than
+    its baseline: they cannot be the fastest, and scoring 445 articles through one (e.g.
+    torchao's dynamic INT8 at ~1.3 s per article here) would take longer than the rest."""
+    keep, skipped = [], []
+    for c in cands:
+        if c.get("run_ratio") and c["run_ratio"] > max_slowdown:
+            skipped.append(f"{c['name']} (its run measured {c['run_ratio']:.1f}x the baseline's "
+                           f"p50)")
+        else:
+            keep.append(c)
+    return keep, skipped
 
 
 # compress's own nncf-int8 backend on the teacher's ONNX export: same architecture, tuned
@@ -183,6 +202,9 @@ def main() -> int:
     ap.add_argument("--per-round", type=int, default=5)
     ap.add_argument("--calibration", type=int, default=300)
     ap.add_argument("--limit", type=int, default=None, help="score only N test articles")
+    ap.add_argument("--max-slowdown", type=float, default=3.0,
+                    help="skip run candidates measured (in their own run) more than this "
+                         "many times slower than their baseline")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -219,7 +241,8 @@ def main() -> int:
     nncf_s = time.perf_counter() - t0
     ov_default = OvDefault(nncf_dir)
     flows["openvino-nncf-default"] = ov_default
-    ours = [c for r in args.compress_run for c in candidates(r) if not c["baseline"]]
+    ours, skipped = too_slow([c for r in args.compress_run for c in candidates(r)
+                              if not c["baseline"]], args.max_slowdown)
     ours += [artifact(d) for d in args.candidate]
     for i, (name, settings) in enumerate(VARIANTS.items()):
         path = compress_quantize(Path(onnx["path"]), tmp / f"v{i}", settings, calib)
@@ -263,6 +286,8 @@ def main() -> int:
     best_all = min(ok, key=lambda c: by[c["name"]]["p50"], default=None)
     lines = report(rows, pt, ovd, best_same, best_all, by, max_drop, args, isa, nncf_s,
                    ov_default.precision, cpu_model())
+    if skipped:
+        lines.append(f"skipped (--max-slowdown {args.max_slowdown:g}): " + "; ".join(skipped))
     text = "\n".join(lines)
     import shutil
 
