@@ -142,7 +142,6 @@ class NncfInt8(Backend):
 # ---------------------------------------------------------------- weight compression
 
 NO_OV_COMPRESSION = "NNCF_DISABLE_OPTIMIZED_COMPRESSION"
-WEIGHT_MODES = ("int8_sym", "int8_asym", "int4_sym", "int4_asym")
 DATA_AWARE = ("awq", "scale_estimation", "gptq")
 
 
